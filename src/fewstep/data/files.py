@@ -1,0 +1,87 @@
+"""Reading a user's data: ``.npy``/``.npz`` arrays and folders of PNG/JPEG images.
+
+Layout rule for 4-D image arrays: the channel axis is the one of size 1, 3 or 4. [N, C, H, W] when
+only axis 1 qualifies, [N, H, W, C] when only axis 3 does. If both or neither do (e.g. [N, 3, 8, 3]),
+the shape is ambiguous and we refuse rather than guess.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+CHANNELS = (1, 3, 4)
+
+
+def read_array(path: Path) -> np.ndarray:
+    """The single array in a .npy, or in a .npz (its only array, or the one named ``x``/``data``/``samples``)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises many kinds for a bad file
+        raise UserError(f"--data: cannot read {path} as a NumPy array ({type(exc).__name__}: {exc})") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        names = list(loaded.files)
+        for key in ("x", "data", "samples", "images", "points"):
+            if key in names:
+                return loaded[key]
+        if len(names) == 1:
+            return loaded[names[0]]
+    raise UserError(f"--data: {path} holds arrays {names}; expected one array or one named 'x', 'data' or 'samples'")
+
+
+def to_nchw(arr: np.ndarray, source: str) -> np.ndarray:
+    """[N, H, W] or 4-D → [N, C, H, W] by the layout rule above."""
+    if arr.ndim == 3:
+        return arr[:, None]
+    first, last = arr.shape[1] in CHANNELS, arr.shape[3] in CHANNELS
+    if first and not last:
+        return arr
+    if last and not first:
+        return arr.transpose(0, 3, 1, 2)
+    raise UserError(
+        f"--data: {source} has ambiguous image shape {list(arr.shape)}; the channel axis (size 1, 3 or 4) must be "
+        "exactly one of axis 1 ([N, C, H, W]) or axis 3 ([N, H, W, C]); transpose it and save again"
+    )
+
+
+def image_range(arr: np.ndarray, source: str) -> tuple[float, float]:
+    """The value range an image array is in: uint8 → [0, 255]; floats in [0, 1], [−1, 1] or [0, 255]."""
+    if arr.dtype == np.uint8:
+        return 0.0, 255.0
+    lo, hi = float(arr.min()), float(arr.max())
+    for rng in ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0)):
+        if lo >= rng[0] and hi <= rng[1]:
+            return rng
+    raise UserError(f"--data: {source} has float image values in [{lo:.3g}, {hi:.3g}]; expected [0, 1], [-1, 1] or [0, 255]")
+
+
+def read_image_folder(path: Path) -> np.ndarray:
+    """A folder of PNG/JPEG files → uint8 [N, C, H, W]; grayscale stays 1 channel when every file is."""
+    from PIL import Image
+
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"--data: folder {path} has no .png/.jpg/.jpeg images")
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                images.append((f, im.convert("L") if im.mode in ("L", "1", "I;16", "I") else im.convert("RGB")))
+        except Exception as exc:
+            raise UserError(f"--data: cannot read image {f} ({exc})") from None
+    gray = all(im.mode == "L" for _, im in images)
+    sizes = {im.size for _, im in images}
+    if len(sizes) > 1:
+        (f0, im0), other = images[0], next((f, im) for f, im in images if im.size != images[0][1].size)
+        raise UserError(
+            f"--data: mixed image sizes in {path}: {f0.name} is {im0.size[0]}x{im0.size[1]}, "
+            f"{other[0].name} is {other[1].size[0]}x{other[1].size[1]}; resize them to one size"
+        )
+    arrays = [np.asarray(im if gray else im.convert("RGB")) for _, im in images]
+    arr = np.stack(arrays)
+    return arr[:, None] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)

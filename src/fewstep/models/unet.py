@@ -1,0 +1,132 @@
+"""A small UNet for images [B, C, H, W]: residual blocks, GroupNorm, SiLU, time embedding,
+optional self-attention at low resolution, dropout, configurable widths and levels.
+
+Sides that do not divide by 2^(levels−1) are padded (replicate) up to the next multiple and cropped
+back, so 28×28 MNIST runs at 32×32 inside the network; callers never see the padding.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .embeddings import TimeEmbedding
+
+
+def _groups(ch: int) -> int:
+    return next(g for g in (32, 16, 8, 4, 2, 1) if ch % g == 0)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, cout)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.emb(F.silu(emb))[:, :, None, None]
+        h = self.conv2(self.drop(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    def __init__(self, ch: int, heads: int = 4) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(_groups(ch), ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = nn.Conv2d(ch, ch, 1)
+        self.heads = heads if ch % heads == 0 else 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))  # [B, C, H, W]
+
+
+class UNet(nn.Module):
+    """F(z, t, cond) for images. ``mults[i]`` scales ``width`` at level i; attention at levels whose
+    side is ≤ ``attn_res``."""
+
+    def __init__(
+        self,
+        channels: int,
+        size: int,
+        width: int = 32,
+        mults: Sequence[int] = (1, 2),
+        blocks: int = 1,
+        attn_res: int = 4,
+        dropout: float = 0.0,
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.multiple = 2 ** (len(mults) - 1)
+        emb_dim = 4 * width
+        self.time = TimeEmbedding(width, emb_dim, num_classes)
+        self.inp = nn.Conv2d(channels, width, 3, padding=1)
+        side = -(-size // self.multiple) * self.multiple
+        chans = [width * m for m in mults]
+
+        self.down = nn.ModuleList()
+        skips = [width]
+        cin = width
+        for i, ch in enumerate(chans):
+            for _ in range(blocks):
+                self.down.append(ResBlock(cin, ch, emb_dim, dropout))
+                if side <= attn_res:
+                    self.down.append(Attention(ch))
+                cin = ch
+                skips.append(ch)
+            if i < len(chans) - 1:
+                self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))
+                skips.append(ch)
+                side //= 2
+        self.mid = nn.ModuleList([ResBlock(cin, cin, emb_dim, dropout), Attention(cin), ResBlock(cin, cin, emb_dim, dropout)])
+
+        self.up = nn.ModuleList()
+        for i, ch in reversed(list(enumerate(chans))):
+            for _ in range(blocks + 1):
+                self.up.append(ResBlock(cin + skips.pop(), ch, emb_dim, dropout))
+                if side <= attn_res:
+                    self.up.append(Attention(ch))
+                cin = ch
+            if i > 0:
+                self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
+                side *= 2
+        self.out = nn.Sequential(nn.GroupNorm(_groups(cin), cin), nn.SiLU(), nn.Conv2d(cin, channels, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, z: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        h_in, w_in = z.shape[-2:]
+        pad_h, pad_w = (-h_in) % self.multiple, (-w_in) % self.multiple
+        if pad_h or pad_w:
+            z = F.pad(z, (0, pad_w, 0, pad_h), mode="replicate")
+        emb = self.time(t, cond)
+        h = self.inp(z)
+        hs = [h]
+        for layer in self.down:
+            if isinstance(layer, ResBlock):
+                h = layer(h, emb)
+            else:
+                h = layer(h)
+            if not isinstance(layer, Attention):
+                hs.append(h)
+            else:
+                hs[-1] = h
+        for layer in self.mid:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        for layer in self.up:
+            if isinstance(layer, ResBlock):
+                h = layer(torch.cat([h, hs.pop()], dim=1), emb)
+            else:
+                h = layer(h)
+        return self.out(h)[..., :h_in, :w_in]

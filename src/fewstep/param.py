@@ -1,0 +1,95 @@
+"""The `Denoiser`: a backbone plus a schedule and a parameterisation (SPEC §2).
+
+Notation (SPEC → code):
+    F(z_t, t, cond)   ``backbone``   raw network output
+    x̂, ε̂, v̂          ``x_hat``, ``eps_hat``, ``v_hat``
+    z_t               ``z_t``        noisy input, z_t = α_t x + σ_t ε
+
+Samplers and objectives see only denoisers: anything callable as ``denoiser(z_t, t, cond)`` that
+returns a :class:`Prediction` works everywhere (our MLP/UNet, a foreign ``nn.Module``, or an exact
+closed-form denoiser such as the Gaussian-mixture teacher).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from .schedules import Schedule
+
+Prediction_Type = Literal["v", "eps", "x"]
+
+
+@dataclass
+class Prediction:
+    x_hat: Tensor    # [B, ...] estimate of E[x | z_t]
+    eps_hat: Tensor  # [B, ...] the matching noise estimate, ε̂ = (z_t − α_t x̂)/σ_t
+
+
+class DenoiserLike(Protocol):
+    schedule: Schedule
+
+    def __call__(self, z_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction: ...
+
+
+def expand_like(a: Tensor, ref: Tensor) -> Tensor:
+    """[B] → [B, 1, …, 1] broadcastable against ``ref``."""
+    return a.reshape(a.shape + (1,) * (ref.ndim - a.ndim))
+
+
+def batch_times(t: Tensor | float, z: Tensor) -> Tensor:
+    """A scalar or [B] time as a float32 [B] tensor on z's device."""
+    t = torch.as_tensor(t, dtype=torch.float32, device=z.device)
+    return t.expand(z.shape[0]) if t.ndim == 0 else t
+
+
+class Denoiser(nn.Module):
+    """Wraps a backbone ``F(z_t, t, cond)`` predicting v (default), ε or x.
+
+    Only the backbone runs under bf16 autocast; its output is cast to fp32 before the
+    parameterisation, so x̂ and ε̂ are always fp32 (SPEC §1, precision).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        schedule: Schedule,
+        prediction: Prediction_Type = "v",
+        precision: Literal["fp32", "bf16"] = "fp32",
+    ) -> None:
+        super().__init__()
+        if prediction not in ("v", "eps", "x"):
+            raise ValueError(f"prediction must be 'v', 'eps' or 'x', got {prediction!r}")
+        self.backbone = backbone
+        self.schedule = schedule
+        self.prediction = prediction
+        self.precision = precision
+
+    def raw(self, z_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        autocast = (
+            torch.autocast(device_type=z_t.device.type, dtype=torch.bfloat16)
+            if self.precision == "bf16"
+            else nullcontext()
+        )
+        with autocast:
+            out = self.backbone(z_t, t, cond)
+        return out.float()
+
+    def forward(self, z_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Prediction:
+        t = batch_times(t, z_t)
+        alpha, sigma = (expand_like(a, z_t) for a in self.schedule.alpha_sigma(t))
+        out = self.raw(z_t, t, cond)
+        if self.prediction == "v":
+            # SPEC §2: x̂ = α z − σ v̂, ε̂ = σ z + α v̂.
+            return Prediction(alpha * z_t - sigma * out, sigma * z_t + alpha * out)
+        if self.prediction == "eps":
+            return Prediction((z_t - sigma * out) / alpha, out)
+        return Prediction(out, (z_t - alpha * out) / sigma)
+
+
+def v_target(x: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+    """v = α ε − σ x (SPEC §2)."""
+    return alpha * eps - sigma * x
