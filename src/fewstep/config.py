@@ -1,0 +1,108 @@
+"""Training configuration: one frozen dataclass, named presets per data set, flags override.
+
+The resolved config is saved as ``config.json`` beside every checkpoint, so a run can be rebuilt
+from its folder alone.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"                       # "mlp" | "unet"
+    width: int = 256
+    depth: int = 4                          # MLP residual blocks
+    mults: tuple[int, ...] = (1, 2)         # UNet width multipliers per level
+    blocks: int = 1                         # UNet residual blocks per level
+    attn_res: int = 4                       # UNet self-attention at sides ≤ this
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: str = "moons"
+    objective: str = "diffusion"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prediction: str = "v"
+    schedule: dict[str, Any] = field(default_factory=lambda: {"name": "cosine"})
+    iters: int = 8000
+    batch: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 200
+    grad_clip: float = 1.0
+    ema_halflife_frac: float = 0.05         # EMA half-life as a fraction of the run (D)
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+    eval_every: int = 0                     # 0: only at the end
+    eval_samples: int = 2000
+    eval_steps: int = 64
+    ckpt_every: int = 1000
+    log_every: int = 50
+    variance_eta: float = 0.75              # η of the aDDIM variance table (SPEC §4 c)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        model = dict(d.pop("model", {}))
+        if "mults" in model:
+            model["mults"] = tuple(model["mults"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"config: unknown fields {sorted(unknown)}")
+        return cls(model=ModelConfig(**model), **d)
+
+
+POINTS = TrainConfig()
+PRESETS: dict[str, TrainConfig] = {
+    "points": POINTS,
+    "digits": TrainConfig(
+        data="digits",
+        model=ModelConfig(name="unet", width=32, mults=(1, 2), blocks=1, attn_res=4, dropout=0.1),
+        iters=4000, batch=128, lr=2e-3, warmup=200, eval_steps=64, eval_samples=1000,
+        precision="bf16",
+    ),
+    "mnist": TrainConfig(
+        data="mnist",
+        model=ModelConfig(name="unet", width=64, mults=(1, 2, 2), blocks=2, attn_res=8, dropout=0.1),
+        iters=30000, batch=128, lr=1e-3, warmup=500, eval_every=5000, eval_steps=64, eval_samples=2000,
+        ckpt_every=2000, precision="bf16",
+    ),
+    "images": TrainConfig(
+        model=ModelConfig(name="unet", width=64, mults=(1, 2, 2), blocks=2, attn_res=8, dropout=0.1),
+        iters=20000, batch=128, lr=1e-3, warmup=500, eval_steps=64, eval_samples=1000, ckpt_every=2000,
+        precision="bf16",
+    ),
+}
+
+
+def preset_for(data: str, kind: str) -> TrainConfig:
+    """The named preset for a built-in data set, else the one for its kind (points or images)."""
+    base = PRESETS.get(data) or PRESETS["points" if kind == "points" else "images"]
+    return dataclasses.replace(base, data=data)
+
+
+def override(config: TrainConfig, **flags: Any) -> TrainConfig:
+    """Replace fields whose flag was given (value not None); ``model`` takes ``model_name`` etc."""
+    model_flags = {k[len("model_"):]: v for k, v in flags.items() if k.startswith("model_") and v is not None}
+    top = {k: v for k, v in flags.items() if not k.startswith("model_") and v is not None}
+    model = dataclasses.replace(config.model, **model_flags)
+    if "name" in model_flags and model_flags["name"] != config.model.name:
+        # A different backbone family starts from its own defaults, not the other one's widths.
+        default = PRESETS["points" if model_flags["name"] == "mlp" else "images"].model
+        model = dataclasses.replace(default, **model_flags)
+    return dataclasses.replace(config, model=model, **top)

@@ -1,0 +1,81 @@
+"""Writing results without ever leaving a half-written file: temp file, then rename."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import UserError
+
+
+def check_writable(path: Path, flag: str, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise UserError(f"{flag}: {path} already exists; pass --overwrite to replace it")
+    if path.exists() and path.is_dir():
+        raise UserError(f"{flag}: {path} is a folder; expected a file path")
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = _tmp(path)
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def save_json(path: Path, obj: Any) -> None:
+    tmp = _tmp(path)
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def save_png(path: Path, samples: np.ndarray, kind: str, title: str = "", reference: np.ndarray | None = None) -> None:
+    """An image grid (uint8 [N, H, W, C]) or a 2D scatter plot (points [N, 2]) as PNG."""
+    tmp = _tmp(path).with_suffix(".png")
+    if kind == "images":
+        _image_grid(samples).save(tmp, format="PNG")
+    else:
+        _scatter(samples, title, reference).savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, path)
+
+
+def _image_grid(images: np.ndarray, max_images: int = 256, scale: int = 4):
+    from PIL import Image
+
+    images = images[:max_images]
+    n, h, w, c = images.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    grid = np.full((rows * (h + 1) + 1, cols * (w + 1) + 1, c), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + q * (w + 1) : 1 + q * (w + 1) + w] = img
+    pil = Image.fromarray(grid[..., 0] if c == 1 else grid)
+    return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+
+
+def _scatter(points: np.ndarray, title: str, reference: np.ndarray | None):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if reference is not None:
+        ax.scatter(reference[:, 0], reference[:, 1], s=1, c="lightgray", label="data")
+    ax.scatter(points[:, 0], points[:, 1], s=1, c="tab:blue", label="samples")
+    ax.set_title(title, fontsize=9)
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -1,0 +1,30 @@
+"""The contract every objective shares, so one training step serves diffusion, CD, CT and ECT.
+
+    objective(denoiser, x, cond, step, generator) -> LossOutput
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor                 # scalar, what is back-propagated
+    per_example: Tensor          # [B], detached, for logging per band of t
+    t: Tensor                    # [B], the time each example was trained at
+    scalars: dict[str, float] = field(default_factory=dict)  # extra figures for the log
+
+
+def stratified_times(batch: int, generator: torch.Generator, t_min: float = 1e-5) -> Tensor:
+    """Low-discrepancy t ~ U(0, 1) over the batch: t_i = (u + i/B) mod 1, one shared u."""
+    u = torch.rand((), generator=generator)
+    t = torch.remainder(u + torch.arange(batch) / batch, 1.0)
+    return t.clamp_min(t_min)  # the network is never evaluated at t = 0 (SPEC §1)
+
+
+def per_example_mean(x: Tensor) -> Tensor:
+    """Mean over all but the batch axis: [B, ...] → [B]."""
+    return x.flatten(1).mean(1)

@@ -1,0 +1,42 @@
+"""The diffusion (teacher) objective: the v-loss ‖v̂ − v‖² (SPEC §2), mean over dimensions."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..param import Denoiser, expand_like
+from ..samplers import VarianceTable
+from .common import LossOutput, per_example_mean, stratified_times
+
+
+class DiffusionObjective:
+    name = "diffusion"
+
+    def __init__(self, variance_eta: float = 0.75, variance_examples: int = 2000) -> None:
+        self.variance_eta = variance_eta
+        self.variance_examples = variance_examples
+
+    def __call__(
+        self, denoiser: Denoiser, x: Tensor, cond: Tensor | None, step: int, generator: torch.Generator
+    ) -> LossOutput:
+        t = stratified_times(x.shape[0], generator).to(x.device)                 # [B]
+        eps = torch.randn(x.shape, generator=generator).to(x.device)             # [B, ...]
+        alpha, sigma = (expand_like(a, x) for a in denoiser.schedule.alpha_sigma(t))
+        z_t = alpha * x + sigma * eps
+        pred = denoiser(z_t, t, cond)
+        # v̂ from x̂ and ε̂ serves every parameterisation; for v-prediction it is the raw output.
+        v_hat = alpha * pred.eps_hat - sigma * pred.x_hat
+        v = alpha * eps - sigma * x
+        per_example = per_example_mean((v_hat - v).square())                     # [B]
+        return LossOutput(per_example.mean(), per_example.detach(), t)
+
+    def finalize(self, ema: Denoiser, dataset: Any) -> dict[str, Any]:
+        """Measure the aDDIM variance table (SPEC §4 c) on held-out data, stored with the checkpoint."""
+        ema.eval()
+        device = next(ema.parameters()).device
+        x = dataset.heldout[: self.variance_examples].to(device)
+        generator = torch.Generator(device=device).manual_seed(0)
+        table = VarianceTable.measure(ema, x, eta=self.variance_eta, generator=generator)
+        return {"variance_table": table.to_dict()}

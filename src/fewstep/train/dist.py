@@ -1,0 +1,70 @@
+"""A tiny distributed layer: a no-op in one process, DDP under ``torchrun``.
+
+    torchrun --nproc_per_node=2 -m fewstep.cli.main train --data moons --out runs/moons
+
+gloo on CPU, NCCL on CUDA. Rank 0 alone writes checkpoints and logs; each rank offsets its seed.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init(device: torch.device) -> None:
+    if is_distributed() and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def mean_scalar(value: float, device: torch.device) -> float:
+    """The mean of a Python float over ranks (for logging)."""
+    if not dist.is_initialized():
+        return value
+    t = torch.tensor([value], device=device, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.item() / world_size()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA if available (the local rank's GPU under torchrun), else CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            from ..errors import UserError
+
+            raise UserError("--device: cuda was requested but no CUDA device is available; use --device cpu or auto")
+        return torch.device("cuda", local_rank())
+    return torch.device(name)
