@@ -46,7 +46,17 @@ class TrainConfig:
     eval_steps: int = 64
     ckpt_every: int = 1000
     log_every: int = 50
-    variance_eta: float = 0.75              # η of the aDDIM variance table (SPEC §4 c)
+    eta: float = 0.75                       # η: aDDIM's variance fraction (SPEC §4 a, c)
+    # Multistep consistency (SPEC §5); used when objective is "cd" or "ct".
+    teacher: str = ""                       # teacher run folder, or "ideal" (gaussians8's exact denoiser)
+    student_steps: int = 4                  # S
+    init: str = "teacher"                   # "teacher" | "none"
+    teacher_sampler: str = "addim"          # "addim" | "ddim"
+    n0: int = 64                            # N_0
+    n1: int = 1280                          # N_1
+    anneal_frac: float = 0.5                # I_anneal as a fraction of iters
+    huber_c: float = 1e-3                   # c of the pseudo-Huber loss (mean over dimensions)
+    weighting: str = "vspace"               # "vspace" | "snr1"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from ..config import TrainConfig, override, preset_for
 from ..data import Dataset, load_dataset
 from ..errors import UserError
+from ..objectives import OBJECTIVES
 from ..train.checkpoint import remove_run
 from .args import non_negative_int, positive_float, positive_int, unit_float
 
@@ -16,8 +18,16 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model", description="Train a diffusion teacher. Flags override the data set's preset.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser("train", help="train a teacher (or, with --objective, a few-step student)", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Train a diffusion teacher, or a multistep consistency student (--objective cd|ct --teacher RUN). Flags override the data set's preset (a student's: its teacher's settings).")
+    _add_common(p, objective_flag=True)
+    d = sub.add_parser("distill", help="the same as train --objective cd", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Multistep consistency distillation: fewstep distill --teacher RUN --out DIR --student-steps S.")
+    _add_common(d, objective_flag=False)
+    d.set_defaults(objective="cd")
+
+
+def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--data", help="built-in name (moons, swissroll, checkerboard, gaussians8, digits, mnist) or a path to .npy/.npz or an image folder")
     p.add_argument("--out", required=True, type=Path, help="run folder to create")
     p.add_argument("--iters", type=positive_int, help="training iterations (preset: moons 8000, digits 4000)")
@@ -37,7 +47,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-samples", type=positive_int, help="samples in each quick evaluation")
     p.add_argument("--stop-after", type=positive_int, help="stop (with a checkpoint) after N iterations of this call; continue with --resume")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_student_flags(p, objective_flag)
     p.set_defaults(func=run)
+
+
+def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -> None:
+    """Flags of multistep consistency distillation/training (SPEC §5); defaults shown."""
+    d = TrainConfig()
+    g = p.add_argument_group("multistep consistency (--objective cd|ct)")
+    if objective_flag:
+        g.add_argument("--objective", choices=OBJECTIVES, default="diffusion", help="diffusion teacher, consistency distillation or training")
+    g.add_argument("--teacher", help="teacher run folder (cd; ct starts from it unless --init none); 'ideal' for gaussians8's exact denoiser")
+    g.add_argument("--student-steps", type=positive_int, default=d.student_steps, help="S: student sampling steps (segments)")
+    g.add_argument("--init", choices=("teacher", "none"), default=None, help="start from the teacher's weights, or from scratch (default: teacher when there is a teacher run)")
+    g.add_argument("--teacher-sampler", choices=("addim", "ddim"), default=d.teacher_sampler, help="the teacher's small ODE step (cd)")
+    g.add_argument("--n0", type=positive_int, default=d.n0, help="N_0: teacher discretisation at the start")
+    g.add_argument("--n1", type=positive_int, default=d.n1, help="N_1: teacher discretisation after annealing")
+    g.add_argument("--anneal-frac", type=unit_float, default=d.anneal_frac, help="fraction of the run over which N anneals log-linearly N_0 -> N_1")
+    g.add_argument("--eta", type=positive_float, default=d.eta, help="aDDIM variance fraction η (teacher step, variance table)")
+    g.add_argument("--huber-c", type=positive_float, default=d.huber_c, help="c of the pseudo-Huber loss (mean over dimensions)")
+    g.add_argument("--weighting", choices=("vspace", "snr1"), default=d.weighting, help="loss weighting: error in v-space, or (SNR+1)·ρ")
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -54,15 +83,39 @@ def _check_out(args: argparse.Namespace) -> None:
         raise UserError(f"--out: {out} already exists and is not empty; pass --overwrite to replace the run or --resume to continue it")
 
 
+def _student_base(args: argparse.Namespace) -> TrainConfig:
+    """A student inherits its teacher's data, backbone and schedule; it trains for half the teacher's
+    iterations at a fifth of its learning rate (from scratch: the teacher's rate), EMA half-life 10%."""
+    from ..train.checkpoint import load_checkpoint
+
+    teacher = load_checkpoint(args.teacher, flag="--teacher").config
+    init = args.init or "teacher"
+    return dataclasses.replace(
+        teacher, data=args.data or teacher.data, objective=args.objective, teacher=str(args.teacher), init=init,
+        iters=max(1, teacher.iters // 2), lr=teacher.lr / 5 if init == "teacher" else teacher.lr, warmup=100,
+        ema_halflife_frac=0.1, eval_every=0,
+    )
+
+
 def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | None]:
-    """The preset for --data with the given flags; on --resume the run's own config (only --iters may change)."""
+    """The preset for --data (or the teacher's config, for a student) with the given flags; on
+    --resume the run's own config (only --iters may change)."""
     if args.resume:
         saved = TrainConfig.from_dict(json.loads((args.out / "config.json").read_text()))
         return override(saved, iters=args.iters), None
-    if not args.data:
-        raise UserError("--data: required (a built-in name or a path)")
-    dataset = load_dataset(args.data)
-    base = preset_for(args.data, dataset.kind)
+    student = args.objective != "diffusion"
+    if student and args.teacher and args.teacher != "ideal":
+        base = _student_base(args)
+    else:
+        if not args.data:
+            raise UserError("--data: required (a built-in name or a path)")
+        base = preset_for(args.data, load_dataset(args.data).kind)
+        if student:
+            base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=args.init or "none", ema_halflife_frac=0.1)
+    dataset = load_dataset(base.data)
+    if student:
+        base = override(base, student_steps=args.student_steps, teacher_sampler=args.teacher_sampler, n0=args.n0, n1=args.n1,
+                        anneal_frac=args.anneal_frac, eta=args.eta, huber_c=args.huber_c, weighting=args.weighting)
     return override(
         base, iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
         precision=args.precision, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
@@ -74,6 +127,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
 def run(args: argparse.Namespace) -> None:
     from ..train.loop import train
 
+    if args.objective == "cd" and not args.teacher:
+        raise UserError("--teacher: required for consistency distillation (a teacher run folder)")
     _check_out(args)
     config, dataset = resolve_config(args)
     if dataset is not None:

@@ -88,15 +88,15 @@ def train(
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     denoiser = build_denoiser(config, dataset.shape).to(device)
     objective = make_objective(config, dataset, device)
-    if ckpt is None and hasattr(objective, "init_student"):
-        objective.init_student(denoiser)
+    if ckpt is None and getattr(objective, "init_weights", None) is not None:
+        denoiser.backbone.load_state_dict(objective.init_weights)
     ema = EMA(denoiser.backbone, config.ema_halflife_frac * config.iters)
     opt = torch.optim.AdamW(denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
     generator = torch.Generator().manual_seed(config.seed * 1000 + 1 + dist.rank())
     torch.manual_seed(config.seed * 1000 + 2 + dist.rank())  # dropout masks differ per rank
     extra: dict[str, Any] = {
         "data": dataset.name, "data_shape": list(dataset.shape), "normaliser": dataset.normaliser.to_dict(),
-        "num_classes": dataset.num_classes,
+        "num_classes": dataset.num_classes, **getattr(objective, "meta", {}),
     }
     if ckpt is not None:
         denoiser.backbone.load_state_dict(ckpt.model)
@@ -104,8 +104,6 @@ def train(
         opt.load_state_dict(ckpt.optimizer)
         _restore_rng(ckpt.rng, generator)
         extra.update(ckpt.extra)
-        if hasattr(objective, "load_state"):
-            objective.load_state(ckpt.extra.get("objective_state", {}))
 
     raw_backbone = denoiser.backbone
     if dist.is_distributed():
