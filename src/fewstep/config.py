@@ -16,7 +16,7 @@ from .errors import UserError
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "mlp"                       # "mlp" | "unet"
-    width: int = 256
+    width: int = 128
     depth: int = 4                          # MLP residual blocks
     mults: tuple[int, ...] = (1, 2)         # UNet width multipliers per level
     blocks: int = 1                         # UNet residual blocks per level
@@ -31,7 +31,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     prediction: str = "v"
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "cosine"})
-    iters: int = 8000
+    iters: int = 6000
     batch: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0

@@ -13,13 +13,14 @@ from .multistep import MultistepObjective, consistency_target, pseudo_huber
 OBJECTIVES = ("diffusion", "cd", "ct")
 
 
-def make_objective(config: Any, dataset: Any, device: torch.device) -> Any:
+def make_objective(config: Any, dataset: Any, device: torch.device, teacher: Any = None) -> Any:
+    """The objective of ``config``; ``teacher`` (any denoiser) overrides ``config.teacher``."""
     if config.objective == "diffusion":
         return DiffusionObjective(config.eta)
     if config.objective in ("cd", "ct"):
         from .teacher import load_teacher
 
-        teacher = load_teacher(config, dataset, device)
+        teacher = load_teacher(config, dataset, device, teacher)
         objective = MultistepObjective(
             teacher.denoiser if config.objective == "cd" else None, config.student_steps, iters=config.iters,
             n0=config.n0, n1=config.n1, anneal_frac=config.anneal_frac, teacher_sampler=config.teacher_sampler,

@@ -17,13 +17,19 @@ class Teacher:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def load_teacher(config: Any, dataset: Any, device: torch.device) -> Teacher:
-    """``config.teacher``: a run folder, ``ideal`` (the data set's exact denoiser) or empty (CT only)."""
+def load_teacher(config: Any, dataset: Any, device: torch.device, given: DenoiserLike | None = None) -> Teacher:
+    """``config.teacher``: a run folder, ``ideal`` (the data set's exact denoiser) or empty (CT only);
+    a ``given`` denoiser object takes precedence (the student then starts from its weights if it has them)."""
     from ..build import build_denoiser
     from ..data import ideal_denoiser
     from ..schedules import schedule_from_dict
     from ..train.checkpoint import load_checkpoint
 
+    if given is not None:
+        weights = None
+        if config.init == "teacher" and isinstance(getattr(given, "backbone", None), torch.nn.Module):
+            weights = {k: v.detach().clone() for k, v in given.backbone.state_dict().items()}
+        return Teacher(given, weights, {"teacher": "python object"})
     if not config.teacher:
         if config.objective == "cd":
             raise UserError("--teacher: cd needs a teacher run folder (or 'ideal' for gaussians8)")

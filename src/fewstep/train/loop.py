@@ -71,8 +71,15 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    student: Denoiser | None = None,
+    teacher: Any = None,
 ) -> Path:
-    """Train ``config`` into ``workdir``; ``stop_after`` steps of this call at most (then checkpoint)."""
+    """Train ``config`` into ``workdir``; ``stop_after`` steps of this call at most (then checkpoint).
+
+    ``student`` replaces the backbone built from ``config.model`` (any ``nn.Module`` in a
+    :class:`Denoiser`, with its own schedule and parameterisation); ``teacher`` replaces
+    ``config.teacher`` with any denoiser. Both are for the Python API; the CLI builds its own.
+    """
     from ..objectives import make_objective  # objectives import the loop's types; avoid a cycle
 
     workdir = Path(workdir)
@@ -86,8 +93,8 @@ def train(
         start = ckpt.step
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    denoiser = build_denoiser(config, dataset.shape).to(device)
-    objective = make_objective(config, dataset, device)
+    denoiser = (student or build_denoiser(config, dataset.shape)).to(device)
+    objective = make_objective(config, dataset, device, teacher=teacher)
     if ckpt is None and getattr(objective, "init_weights", None) is not None:
         denoiser.backbone.load_state_dict(objective.init_weights)
     ema = EMA(denoiser.backbone, config.ema_halflife_frac * config.iters)
