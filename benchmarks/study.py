@@ -30,7 +30,7 @@ from fewstep.train.loop import train
 STEPS = [1, 2, 4, 8, 16, 64, 256]
 SAMPLERS = ["ddim", "addim", "addim:data_free", "heun"]
 N_EVAL = {"moons": 2000, "digits": 500}
-STUDENT_ITERS = {"moons": 1500, "digits": 800}
+STUDENT_ITERS = {"moons": 1500, "digits": 1000}
 SEEDS = (0, 1, 2)
 
 

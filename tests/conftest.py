@@ -1,5 +1,11 @@
-"""Shared fixtures: the exact denoiser of Gaussian data (SPEC §8)."""
+"""Shared fixtures: the exact denoiser of Gaussian data (SPEC §8); CLI helpers and a tiny trained run."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
 
 import pytest
 import torch
@@ -52,3 +58,68 @@ def gaussian_denoiser() -> GaussianDenoiser:
     """d = 4, μ = (1, −0.5, 0.25, 2), s = 0.5, cosine schedule, float64 μ."""
     mu = torch.tensor([1.0, -0.5, 0.25, 2.0], dtype=torch.float64)
     return GaussianDenoiser(CosineSchedule(), mu, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI and training fixtures (test_cli, test_errors, test_train): one classifier cache for the
+# whole session, subprocess helpers, and one tiny trained moons run shared by every module.
+# ---------------------------------------------------------------------------------------------
+VENV_BIN = Path(sys.executable).parent
+FEWSTEP = str(VENV_BIN / "fewstep")
+TINY_MOONS = ["--data", "moons", "--iters", "30", "--batch", "64", "--width", "32", "--eval-samples", "100", "--no-progress"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fewstep_cache(tmp_path_factory: pytest.TempPathFactory):
+    """FEWSTEP_CACHE for in-process calls and subprocesses alike, so the digits classifier trains once."""
+    cache = tmp_path_factory.mktemp("fewstep_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEWSTEP_CACHE", str(cache))
+        yield cache
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a CLI subprocess: one thread, the session's cache, a wide help text."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+def run_fewstep(*args: str, cwd: Path, timeout: float = 120, exe: list[str] | None = None) -> subprocess.CompletedProcess:
+    """``fewstep ARGS`` in a subprocess (or ``exe ARGS``), text output captured."""
+    cmd = (exe or [FEWSTEP]) + [str(a) for a in args]
+    return subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str, str]]:
+    """``fewstep ARGS`` in this process: returns (exit code, stdout, stderr). An exception other than
+    SystemExit escaping ``main`` is what a user would see as a traceback, so it fails the test."""
+    from fewstep.cli.main import main
+
+    def call(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file and folder under ``root`` with its bytes and mtime (ns), to prove that a refused
+    command touched nothing (a folder's mtime changes when an entry is added or removed)."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else b"<dir>", p.stat().st_mtime_ns)
+        for p in sorted([root, *root.rglob("*")])
+    }
+
+
+@pytest.fixture(scope="session")
+def moons_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 30-iteration moons teacher trained by ``fewstep train`` in a subprocess (shared, read-only)."""
+    root = tmp_path_factory.mktemp("moons_run")
+    proc = run_fewstep("train", "--out", root / "run", *TINY_MOONS, cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return root / "run"

@@ -65,9 +65,10 @@ class Run:
         variance: str = "table", batch_size: int | None = None, clip_x: bool = False,
     ) -> Tensor:
         """``n`` samples in model units (standardised points, images in [−1, 1])."""
-        sampler = sampler or self.default_sampler
+        sampler = self.default_sampler if sampler is None else sampler
+        steps = self.default_steps if steps is None else steps
         return generate(
-            self.denoiser, n, self.shape, sampler=sampler, steps=steps or self.default_steps, seed=seed,
+            self.denoiser, n, self.shape, sampler=sampler, steps=steps, seed=seed,
             device=self.device, batch_size=batch_size, clip_x=clip_x, **self.sampler_options(sampler, variance),
         )
 

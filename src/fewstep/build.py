@@ -15,9 +15,10 @@ from .schedules import schedule_from_dict
 def build_backbone(config: TrainConfig, shape: Sequence[int], num_classes: int | None = None) -> nn.Module:
     m = config.model
     if m.name == "mlp":
-        if len(shape) != 1:
-            raise UserError(f"--model: mlp takes points [N, D]; this data has examples of shape {list(shape)} (use --model unet)")
-        return MLP(shape[0], width=m.width, depth=m.depth, dropout=m.dropout, num_classes=num_classes)
+        dim = 1
+        for size in shape:
+            dim *= size
+        return MLP(dim, width=m.width, depth=m.depth, dropout=m.dropout, num_classes=num_classes)
     if m.name == "unet":
         if len(shape) != 3:
             raise UserError(f"--model: unet takes images [N, C, H, W]; this data has examples of shape {list(shape)} (use --model mlp)")

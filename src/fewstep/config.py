@@ -80,22 +80,23 @@ class TrainConfig:
 POINTS = TrainConfig()
 PRESETS: dict[str, TrainConfig] = {
     "points": POINTS,
+    # 8×8 digits use the MLP on flattened pixels: on a 2-core CPU it trains ~10× faster than the
+    # UNet (30 vs 3 it/s at batch 128, measured), which is what lets the demo and study fit.
     "digits": TrainConfig(
         data="digits",
-        model=ModelConfig(name="unet", width=32, mults=(1, 2), blocks=1, attn_res=4, dropout=0.1),
-        iters=4000, batch=128, lr=2e-3, warmup=200, eval_steps=64, eval_samples=1000,
-        precision="bf16",
+        model=ModelConfig(name="mlp", width=512, depth=4, dropout=0.1),
+        iters=4000, batch=128, lr=1e-3, warmup=200, eval_steps=64, eval_samples=500,
     ),
     "mnist": TrainConfig(
         data="mnist",
         model=ModelConfig(name="unet", width=64, mults=(1, 2, 2), blocks=2, attn_res=8, dropout=0.1),
         iters=30000, batch=128, lr=1e-3, warmup=500, eval_every=5000, eval_steps=64, eval_samples=2000,
-        ckpt_every=2000, precision="bf16",
+        ckpt_every=2000, precision="fp32",
     ),
     "images": TrainConfig(
         model=ModelConfig(name="unet", width=64, mults=(1, 2, 2), blocks=2, attn_res=8, dropout=0.1),
         iters=20000, batch=128, lr=1e-3, warmup=500, eval_steps=64, eval_samples=1000, ckpt_every=2000,
-        precision="bf16",
+        precision="fp32",
     ),
 }
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 
 from ..config import TrainConfig, override, preset_for
@@ -101,8 +100,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
     """The preset for --data (or the teacher's config, for a student) with the given flags; on
     --resume the run's own config (only --iters may change)."""
     if args.resume:
-        saved = TrainConfig.from_dict(json.loads((args.out / "config.json").read_text()))
-        return override(saved, iters=args.iters), None
+        from ..train.checkpoint import load_checkpoint
+
+        return override(load_checkpoint(args.out, flag="--resume").config, iters=args.iters), None
     student = args.objective != "diffusion"
     if student and args.teacher and args.teacher != "ideal":
         base = _student_base(args)

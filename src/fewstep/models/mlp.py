@@ -1,4 +1,8 @@
-"""A residual MLP for vectors [B, D] with a sinusoidal time embedding."""
+"""A residual MLP for vectors [B, D] with a sinusoidal time embedding.
+
+Small images (e.g. 8×8 digits) can use it too: [B, C, H, W] is flattened on the way in and reshaped
+on the way out. On a CPU it trains an order of magnitude faster than the UNet on such images.
+"""
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -35,8 +39,8 @@ class MLP(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
 
     def forward(self, z: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        emb = self.time(t, cond)  # [B, W]
-        h = self.inp(z) + emb     # [B, W]
+        emb = self.time(t, cond)            # [B, W]
+        h = self.inp(z.flatten(1)) + emb    # [B, W]
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(h)        # [B, D]
+        return self.out(h).view(z.shape)    # [B, D] or [B, C, H, W]

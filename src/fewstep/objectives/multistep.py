@@ -106,6 +106,10 @@ class MultistepObjective:
         """N_i = exp(log N_0 + clip(i/I_anneal, 0, 1)·(log N_1 − log N_0)) (SPEC §5 step 1)."""
         anneal = self.anneal_frac * self.iters
         frac = 1.0 if anneal <= 0 else min(max(step / anneal, 0.0), 1.0)
+        if frac == 0.0 or self.n0 == self.n1:
+            return float(self.n0)  # exact: exp(log 64) rounds to 63.99…, and round(N/S) could flip
+        if frac == 1.0:
+            return float(self.n1)
         return math.exp(math.log(self.n0) + frac * (math.log(self.n1) - math.log(self.n0)))
 
     def n_seg_at(self, step: int) -> int:
