@@ -141,11 +141,7 @@ def test_out_of_range_flags(cli, moons_run: Path, tmp_path: Path, argv: list[str
     assert snapshot(tmp_path) == before and snapshot(moons_run) == run_before
 
 
-@pytest.mark.parametrize("steps", [
-    pytest.param(0, marks=pytest.mark.xfail(strict=True, reason="src/fewstep/api.py Run.sample_tensor passes "
-                 "`steps=steps or self.default_steps`, so steps=0 silently samples with 64 steps instead of raising")),
-    -1,
-])
+@pytest.mark.parametrize("steps", [0, -1])
 def test_python_api_refuses_non_positive_steps(moons_run: Path, steps: int) -> None:
     import fewstep
     from fewstep.errors import UserError
@@ -206,15 +202,38 @@ def test_other_format_version(cli, run_copy: Path, tmp_path: Path, command: str)
     assert snapshot(tmp_path) == before
 
 
+CONFIG_FIRST = ("src/fewstep/train/checkpoint.py load_checkpoint parses config.json (TrainConfig.from_dict raises "
+                "UserError('config: unknown fields [...]'), which the except clause does not wrap) before it checks "
+                "format_version, so the message names neither --run nor the file, and a newer-format run is reported "
+                "as a config problem instead of a format version mismatch")
+
+
+def test_config_with_unknown_field_names_the_run(cli, run_copy: Path, tmp_path: Path) -> None:
+    config = json.loads((run_copy / "config.json").read_text())
+    config["from_the_future"] = 1
+    (run_copy / "config.json").write_text(json.dumps(config))
+    code, _, err = cli("sample", "--run", run_copy, "--out", tmp_path / "s.npz")
+    assert_one_line_error(code, err, "--run", "from_the_future")
+
+
+def test_newer_format_version_is_reported_as_such(cli, run_copy: Path, tmp_path: Path) -> None:
+    """A run written by a later fewstep: a new format version and config fields this one does not know."""
+    meta = json.loads((run_copy / "checkpoint.json").read_text())
+    meta["format_version"] = 2
+    (run_copy / "checkpoint.json").write_text(json.dumps(meta))
+    config = json.loads((run_copy / "config.json").read_text())
+    config["from_the_future"] = 1
+    (run_copy / "config.json").write_text(json.dumps(config))
+    code, _, err = cli("sample", "--run", run_copy, "--out", tmp_path / "s.npz")
+    assert_one_line_error(code, err, "--run", "format version 2")
+
+
 def test_corrupt_checkpoint_json(cli, run_copy: Path, tmp_path: Path) -> None:
     (run_copy / "checkpoint.json").write_text("{ not json")
     code, _, err = cli("sample", "--run", run_copy, "--out", tmp_path / "s.npz")
     assert_one_line_error(code, err, "--run", str(run_copy))
 
 
-@pytest.mark.xfail(strict=True, reason="src/fewstep/cli/train_cmd.py resolve_config: on --resume it reads "
-                   "config.json with a bare read_text()/json.loads, so a run folder with checkpoint.json but a missing "
-                   "or corrupt config.json raises FileNotFoundError/JSONDecodeError (traceback, exit 1)")
 @pytest.mark.parametrize("damage", ["missing", "corrupt"])
 def test_resume_with_damaged_config_json(cli, run_copy: Path, damage: str) -> None:
     if damage == "missing":
@@ -306,8 +325,9 @@ def test_train_overwrite_replaces_the_run_and_keeps_other_files(cli, run_copy: P
 
 def test_overwrite_with_a_bad_flag_leaves_the_run_untouched(cli, run_copy: Path, tmp_path: Path) -> None:
     before = snapshot(tmp_path)
-    code, _, err = cli("train", "--out", run_copy, "--overwrite", "--data", "digits", "--model", "mlp", "--no-progress")
-    assert_one_line_error(code, err, "--model")
+    code, _, err = cli("train", "--out", run_copy, "--overwrite", "--data", "moons", "--model", "unet", "--iters", "2",
+                       "--no-progress")
+    assert_one_line_error(code, err, "--model", "unet")
     assert snapshot(tmp_path) == before
 
 
@@ -369,3 +389,29 @@ def test_error_in_a_real_process(run_copy: Path, tmp_path: Path, case: str) -> N
     assert_one_line_error(proc.returncode, proc.stderr, needle)
     assert proc.stdout == ""
     assert snapshot(tmp_path) == before
+
+
+# --- refusals leave no trace -----------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["sample", "evaluate"])
+def test_refused_command_creates_no_folders(cli, tmp_path: Path, command: str) -> None:
+    argv = {"sample": ["sample", "--run", tmp_path / "no_run", "--out", tmp_path / "new" / "sub" / "s.npz"],
+            "evaluate": ["evaluate", "--run", tmp_path / "no_run", "--json", tmp_path / "new" / "e.json"]}[command]
+    code, _, err = cli(*argv)
+    assert_one_line_error(code, err, "--run")
+    assert list(tmp_path.iterdir()) == [], [p.name for p in tmp_path.iterdir()]
+
+
+def test_sample_png_of_one_dimensional_points(cli, tmp_path: Path) -> None:
+    np.save(tmp_path / "line.npy", np.random.default_rng(0).normal(size=(200, 1)))
+    code, _, err = cli("train", "--data", tmp_path / "line.npy", "--out", tmp_path / "run", "--iters", "3", "--batch", "16",
+                       "--width", "8", "--eval-samples", "20", "--no-progress")
+    assert code == 0, err
+    code, _, err = cli("sample", "--run", tmp_path / "run", "--out", tmp_path / "s.npz", "-n", "20", "--steps", "2",
+                       "--png", tmp_path / "s.png")
+    if code == 0:  # a plot of 1-D points is fine ...
+        with Image.open(tmp_path / "s.png") as im:
+            assert im.format == "PNG"
+    else:          # ... and so is a one-line refusal that writes nothing
+        assert_one_line_error(code, err, "--png")
+        assert not (tmp_path / "s.npz").exists() and not (tmp_path / "s.png").exists()

@@ -45,31 +45,40 @@ class Run:
 
     @property
     def default_sampler(self) -> str:
+        if self.config.objective == "ect":
+            return "ect"
         return "consistency" if self.is_student else "ddim"
 
     @property
     def default_steps(self) -> int:
+        if self.config.objective == "ect":
+            return 2  # ECT's 2-step sampling (SPEC §7 step 6)
         return int(self.extra.get("student_steps", 64))
 
-    def sampler_options(self, sampler: str, variance: str = "table") -> dict[str, Any]:
+    def sampler_options(self, sampler: str, variance: str = "table", final: str = "addim") -> dict[str, Any]:
+        if sampler == "ect":
+            return {"u_mid": self.extra["u_mid"]} if "u_mid" in self.extra else {}  # scaled to this run's σ_d
         if sampler != "addim":
             return {}
+        if final not in ("addim", "xhat"):
+            raise UserError(f"--sampler: aDDIM's last step is 'addim' or 'xhat', got {final!r}")
+        options = {"final": "x_hat" if final == "xhat" else "addim"}
         if variance not in VARIANCES:
             raise UserError(f"--variance: expected one of {', '.join(VARIANCES)}, got {variance!r}")
         if variance == "table" and self.variance_table is not None:
-            return {"variance": self.variance_table}
-        return {"variance": data_free_variance(self.denoiser.schedule)}
+            return {**options, "variance": self.variance_table}
+        return {**options, "variance": data_free_variance(self.denoiser.schedule)}
 
     def sample_tensor(
         self, n: int, *, steps: int | None = None, sampler: str | None = None, seed: int = 0,
-        variance: str = "table", batch_size: int | None = None, clip_x: bool = False,
+        variance: str = "table", batch_size: int | None = None, clip_x: bool = False, final: str = "addim",
     ) -> Tensor:
         """``n`` samples in model units (standardised points, images in [−1, 1])."""
         sampler = self.default_sampler if sampler is None else sampler
         steps = self.default_steps if steps is None else steps
         return generate(
             self.denoiser, n, self.shape, sampler=sampler, steps=steps, seed=seed,
-            device=self.device, batch_size=batch_size, clip_x=clip_x, **self.sampler_options(sampler, variance),
+            device=self.device, batch_size=batch_size, clip_x=clip_x, **self.sampler_options(sampler, variance, final),
         )
 
     def sample(self, n: int, **kwargs: Any) -> np.ndarray:

@@ -57,6 +57,17 @@ class TrainConfig:
     anneal_frac: float = 0.5                # I_anneal as a fraction of iters
     huber_c: float = 1e-3                   # c of the pseudo-Huber loss (mean over dimensions)
     weighting: str = "vspace"               # "vspace" | "snr1"
+    # Easy Consistency Tuning (SPEC §7); objective "ect" (1–2 step sampler) or "mect" (multistep ECT:
+    # S = student_steps, with MCM's target, weighting and huber_c). Values are ECT's, for σ_d = 0.5 data.
+    ect_p_mean: float = -1.1                # P_mean of u ~ LogNormal, shifted by ln(σ_d/0.5) at use
+    ect_p_std: float = 2.0                  # P_std
+    ect_q: float = 2.0                      # q: r = max(0, u·(1 − q^−(stage+1)·g(u)))
+    ect_k: float = 8.0                      # k: g(u) = 1 + k·sigmoid(−b u)
+    ect_b: float = 1.0                      # b
+    ect_stages: int = 8                     # iters_per_stage = iters / ect_stages
+    ect_u_mid: float = 0.821                # the 2-step sampler's re-noise level, scaled by σ_d/0.5 at use
+    ect_weighting: str = "ect"              # "ect": 1/u² + 1/σ_d² | "inv_gap": 1/(u − r)
+    ect_c: float | None = None              # pseudo-Huber c; None: 0.06/√d ("ect"), 0 ("inv_gap")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 from .api import Run
 from .data import Dataset
-from .metrics import evaluate_samples
+from .metrics import aggregate, evaluate_samples
 from .sampling import nfe
 
 SEEDS = (0, 1, 2)
@@ -19,10 +19,11 @@ def primary_metric(dataset: Dataset) -> str:
     return "fd_classifier"
 
 
-def parse_sampler(spec: str) -> tuple[str, str]:
-    """``addim:data_free`` → ("addim", "data_free"); a plain name uses the variance table where there is one."""
-    name, _, variance = spec.partition(":")
-    return name, variance or "table"
+def parse_sampler(spec: str) -> tuple[str, str, str]:
+    """``addim:data_free`` → ("addim", "data_free", "addim"); ``addim:table:xhat`` ends with x̂ instead of
+    aDDIM's last step (SPEC §4). A plain name uses the variance table where there is one."""
+    name, variance, final = (spec.split(":") + ["", ""])[:3]
+    return name, variance or "table", final or "addim"
 
 
 def evaluate_run(
@@ -38,22 +39,24 @@ def evaluate_run(
     key = primary_metric(dataset)
     rows = []
     for spec in samplers:
-        name, variance = parse_sampler(spec)
+        name, variance, final = parse_sampler(spec)
         for s in steps:
             values, floors, seconds, extras = [], [], 0.0, {}
             for seed in seeds:
                 tick = time.perf_counter()
-                samples = run.sample_tensor(n, steps=s, sampler=name, seed=seed, variance=variance)
+                samples = run.sample_tensor(n, steps=s, sampler=name, seed=seed, variance=variance, final=final)
                 seconds += time.perf_counter() - tick
+                if not bool(samples.isfinite().all()):  # a diverged sampler scores inf, not a crash
+                    values.append(float("inf"))
+                    continue
                 metrics = evaluate_samples(dataset, samples, seed_floor=seed)
                 values.append(metrics[key])
                 floors.append(metrics[f"{key}_floor" if key == "swd" else "fd_floor"])
                 extras = {k: v for k, v in metrics.items() if k not in (key, "swd_floor", "fd_floor")}
-            mean = sum(values) / len(values)
-            std = (sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+            spread = aggregate(values)
             rows.append({
                 "sampler": spec, "steps": s, "nfe": nfe(name, s), "metric": key,
-                "mean": mean, "std": std, "values": values, "floor": sum(floors) / len(floors),
+                "mean": spread["mean"], "std": spread["std"], "values": values, "floor": sum(floors) / len(floors) if floors else float("nan"),
                 "n_samples": n, "seeds": list(seeds), "samples_per_s": n * len(seeds) / max(seconds, 1e-9),
                 **{k: v for k, v in extras.items() if k in ("class_tv", "nn_ratio_median", "nn_copy_fraction", "n_reference")},
             })

@@ -17,12 +17,12 @@ def check_writable(path: Path, flag: str, overwrite: bool) -> Path:
         raise UserError(f"{flag}: {path} already exists; pass --overwrite to replace it")
     if path.exists() and path.is_dir():
         raise UserError(f"{flag}: {path} is a folder; expected a file path")
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def _tmp(path: Path) -> Path:
+    """A temporary sibling of ``path``; its folder is made only now, when there is something to write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
@@ -71,6 +71,16 @@ def _scatter(points: np.ndarray, title: str, reference: np.ndarray | None):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4, 4))
+    if points.shape[1] == 1:  # 1-D data: a histogram says more than a line of dots
+        if reference is not None:
+            ax.hist(reference[:, 0], bins=60, density=True, color="lightgray", label="data")
+        ax.hist(points[:, 0], bins=60, density=True, histtype="step", color="tab:blue", label="samples")
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        plt.close(fig)
+        return fig
+    if points.shape[1] > 2:
+        title = f"{title} (first 2 of {points.shape[1]} dimensions)"
     if reference is not None:
         ax.scatter(reference[:, 0], reference[:, 1], s=1, c="lightgray", label="data")
     ax.scatter(points[:, 0], points[:, 1], s=1, c="tab:blue", label="samples")

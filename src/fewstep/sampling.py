@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .errors import UserError
 from .param import DenoiserLike
-from .samplers import SAMPLERS
+from .samplers import MAX_STEPS, SAMPLERS
 from .schedules import time_grid
 
 
@@ -41,6 +41,8 @@ def generate(
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
     check_steps(steps)
+    if steps > MAX_STEPS.get(sampler, steps):
+        raise UserError(f"--steps: the {sampler} sampler takes at most {MAX_STEPS[sampler]} steps, got {steps}")
     if n < 1:
         raise UserError(f"-n: expected a positive number of samples, got {n}")
     device = torch.device(device)

@@ -131,3 +131,25 @@ def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0) -> Tensor:
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     return torch.linspace(t_max, t_min, steps + 1, dtype=torch.float32)
+
+
+# --- EDM/VE time u = σ/α (SPEC §7): z_t/α_t = x + u ε --------------------------------------------
+
+def u_of_t(schedule: Schedule, t: Tensor | float) -> Tensor:
+    """u_t = σ_t/α_t = exp(−λ_t/2); exactly 0 at t = 0 (the data, SPEC §1)."""
+    t = torch.as_tensor(t, dtype=torch.float32)
+    u = torch.exp(-0.5 * schedule.logsnr(t))
+    return torch.where(t == 0, torch.zeros_like(u), u)
+
+
+def u_range(schedule: Schedule) -> tuple[float, float]:
+    """(u_min, u_max) = (exp(−λ(0)/2), exp(−λ(1)/2)): the clipped schedule's range of u."""
+    lam = schedule.logsnr(torch.tensor([0.0, 1.0]))
+    return math.exp(-0.5 * lam[0].item()), math.exp(-0.5 * lam[1].item())
+
+
+def t_of_u(schedule: Schedule, u: Tensor | float) -> Tensor:
+    """t = λ⁻¹(−2 log u), clamped to [0, 1]; exactly 0 for u ≤ u_min (u = 0 is the data itself)."""
+    u = torch.as_tensor(u, dtype=torch.float32)
+    t = schedule.t_from_logsnr(-2.0 * torch.log(u))
+    return torch.where(u <= u_range(schedule)[0], torch.zeros_like(t), t)

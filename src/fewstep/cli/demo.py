@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
     p.add_argument("--out", type=Path, help="output folder (default: demo_out, or demo_out_quick with --quick)")
     p.add_argument("--quick", action="store_true", help="a seconds-long version for tests")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available, else CPU")
     p.add_argument("--overwrite", action="store_true", help="retrain teachers whose settings differ from this demo's")
     p.set_defaults(func=run)
 

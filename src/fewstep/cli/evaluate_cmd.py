@@ -13,14 +13,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="measure sample quality against steps", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="SWD (points) or FD-classifier (images) on the held-out split, mean ± std over 3 seeds, with the noise floor.")
     p.add_argument("--run", required=True, type=Path, help="run folder")
-    p.add_argument("--sampler", type=str_list, help="comma list: ddim, addim, addim:data_free, heun, ancestral, consistency (default: the run's own)")
-    p.add_argument("--steps", type=int_list, default=[1, 2, 4, 8, 16, 64], help="comma list of step counts")
+    p.add_argument("--sampler", type=str_list, help="comma list: ddim, addim, addim:data_free, addim:table:xhat, heun, ancestral, consistency (default: the run's own)")
+    p.add_argument("--steps", type=int_list, help="comma list of step counts (default: 1,2,4,8,16,64 for a teacher, S for a multistep student, 1,2 for ECT)")
     p.add_argument("-n", dest="count", type=positive_int, default=2000, help="samples per seed")
     p.add_argument("--seeds", type=positive_int, default=3, help="number of sampling seeds")
     p.add_argument("--json", type=Path, help="write the rows and the protocol as JSON")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available, else CPU")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
+
+
+def _default_steps(model) -> list[int]:
+    if model.default_sampler == "ect":
+        return [1, 2]
+    return [model.default_steps] if model.is_student else [1, 2, 4, 8, 16, 64]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -33,14 +39,15 @@ def run(args: argparse.Namespace) -> None:
     model = load(args.run, device=args.device)
     samplers = args.sampler or [model.default_sampler]
     for spec in samplers:
-        name, variance = parse_sampler(spec)
-        if name not in SAMPLERS or variance not in ("table", "data_free"):
-            raise UserError(f"--sampler: unknown sampler {spec!r}; expected one of {', '.join(SAMPLERS)} (addim may take :table or :data_free)")
+        name, variance, final = parse_sampler(spec)
+        if name not in SAMPLERS or variance not in ("table", "data_free") or final not in ("addim", "xhat"):
+            raise UserError(f"--sampler: unknown sampler {spec!r}; expected one of {', '.join(SAMPLERS)} (addim may take :table or :data_free, then :xhat)")
     try:
         dataset = load_dataset(model.config.data)
     except UserError as exc:
         raise UserError(f"--run: the run's data {model.config.data!r} cannot be loaded for evaluation ({exc})") from None
-    rows = evaluate_run(model, dataset, samplers, args.steps, n=args.count, seeds=tuple(range(args.seeds)))
+    steps = args.steps or _default_steps(model)
+    rows = evaluate_run(model, dataset, samplers, steps, n=args.count, seeds=tuple(range(args.seeds)))
     print(format_table(rows, title=f"{args.run} ({dataset.name}, step {model.step})"))
     if json_path is not None:
         protocol = {"run": str(args.run), "data": dataset.name, "heldout": len(dataset.heldout),

@@ -5,12 +5,13 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ..config import TrainConfig, override, preset_for
-from ..data import Dataset, load_dataset
+from ..config import PRESETS, TrainConfig, override, preset_for
+from ..data import BUILTINS, Dataset, load_dataset
 from ..errors import UserError
 from ..objectives import OBJECTIVES
 from ..train.checkpoint import remove_run
-from .args import non_negative_int, positive_float, positive_int, unit_float
+from ..train.dist import is_main
+from .args import at_least_one_float, finite_float, non_negative_float, non_negative_int, positive_float, positive_int, unit_float
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -18,7 +19,7 @@ PRECISIONS = ("fp32", "bf16")
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a teacher (or, with --objective, a few-step student)", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Train a diffusion teacher, or a multistep consistency student (--objective cd|ct --teacher RUN). Flags override the data set's preset (a student's: its teacher's settings).")
+                       description="Train a diffusion teacher, or a few-step student from it (--objective cd|ct|ect|mect --teacher RUN). Flags override the data set's preset (a student's: its teacher's settings).")
     _add_common(p, objective_flag=True)
     d = sub.add_parser("distill", help="the same as train --objective cd", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Multistep consistency distillation: fewstep distill --teacher RUN --out DIR --student-steps S.")
@@ -29,16 +30,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--data", help="built-in name (moons, swissroll, checkerboard, gaussians8, digits, mnist) or a path to .npy/.npz or an image folder")
     p.add_argument("--out", required=True, type=Path, help="run folder to create")
-    p.add_argument("--iters", type=positive_int, help="training iterations (preset: moons 8000, digits 4000)")
+    p.add_argument("--iters", type=positive_int, help=f"training iterations (preset: moons {PRESETS['points'].iters}, digits {PRESETS['digits'].iters}, mnist {PRESETS['mnist'].iters}; a student: half its teacher's)")
     p.add_argument("--batch", type=positive_int, help="batch size per process")
     p.add_argument("--lr", type=positive_float, help="peak AdamW learning rate")
     p.add_argument("--model", choices=("mlp", "unet"), help="backbone (preset: mlp for points, unet for images)")
     p.add_argument("--width", type=positive_int, help="backbone width (MLP units / UNet base channels)")
     p.add_argument("--dropout", type=unit_float, help="dropout rate")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, data order and noise (offset per rank under torchrun)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (it must exist)")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    p.add_argument("--device", choices=DEVICES, default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA if available, else CPU")
     p.add_argument("--precision", choices=PRECISIONS, help="bf16 autocasts the backbone only (preset: fp32 points, bf16 images)")
     p.add_argument("--eval-every", type=non_negative_int, help="quick evaluation every N iterations (0: at the end only)")
     p.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N iterations")
@@ -51,13 +52,14 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
 
 
 def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -> None:
-    """Flags of multistep consistency distillation/training (SPEC §5); defaults shown."""
+    """Flags of the few-step students: multistep consistency (SPEC §5) and ECT (SPEC §7); defaults shown."""
     d = TrainConfig()
-    g = p.add_argument_group("multistep consistency (--objective cd|ct)")
+    g = p.add_argument_group("multistep consistency (--objective cd|ct|mect)")
     if objective_flag:
-        g.add_argument("--objective", choices=OBJECTIVES, default="diffusion", help="diffusion teacher, consistency distillation or training")
-    g.add_argument("--teacher", help="teacher run folder (cd; ct starts from it unless --init none); 'ideal' for gaussians8's exact denoiser")
-    g.add_argument("--student-steps", type=positive_int, default=d.student_steps, help="S: student sampling steps (segments)")
+        g.add_argument("--objective", choices=OBJECTIVES, default="diffusion",
+                       help="diffusion teacher; multistep consistency distillation (cd) or training (ct); Easy Consistency Tuning (ect, 1-2 step sampling) or multistep ECT (mect)")
+    g.add_argument("--teacher", help="teacher run folder (cd; ct, ect, mect start from it unless --init none); 'ideal' for gaussians8's exact denoiser")
+    g.add_argument("--student-steps", type=positive_int, default=d.student_steps, help="S: student sampling steps (segments) of cd, ct, mect")
     g.add_argument("--init", choices=("teacher", "none"), default=None, help="start from the teacher's weights, or from scratch (default: teacher when there is a teacher run)")
     g.add_argument("--teacher-sampler", choices=("addim", "ddim"), default=d.teacher_sampler, help="the teacher's small ODE step (cd)")
     g.add_argument("--n0", type=positive_int, default=d.n0, help="N_0: teacher discretisation at the start")
@@ -66,6 +68,16 @@ def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -
     g.add_argument("--eta", type=positive_float, default=d.eta, help="aDDIM variance fraction η (teacher step, variance table)")
     g.add_argument("--huber-c", type=positive_float, default=d.huber_c, help="c of the pseudo-Huber loss (mean over dimensions)")
     g.add_argument("--weighting", choices=("vspace", "snr1"), default=d.weighting, help="loss weighting: error in v-space, or (SNR+1)·ρ")
+    e = p.add_argument_group("Easy Consistency Tuning (--objective ect|mect; values for data of std 0.5, rescaled by σ_d/0.5)")
+    e.add_argument("--ect-p-mean", type=finite_float, default=d.ect_p_mean, help="P_mean of u = σ/α ~ LogNormal (ect), shifted by ln(σ_d/0.5)")
+    e.add_argument("--ect-p-std", type=positive_float, default=d.ect_p_std, help="P_std of u ~ LogNormal (ect)")
+    e.add_argument("--ect-q", type=at_least_one_float, default=d.ect_q, help="q: r = max(0, u·(1 − q^-(stage+1)·g(u))); 4 for large data")
+    e.add_argument("--ect-k", type=non_negative_float, default=d.ect_k, help="k: g(u) = 1 + k·sigmoid(−b·u)")
+    e.add_argument("--ect-b", type=non_negative_float, default=d.ect_b, help="b: g(u) = 1 + k·sigmoid(−b·u)")
+    e.add_argument("--ect-stages", type=positive_int, default=d.ect_stages, help="curriculum stages: iters_per_stage = iters / stages")
+    e.add_argument("--ect-u-mid", type=positive_float, default=d.ect_u_mid, help="u_mid of the 2-step sampler (ect; 1.526 on ImageNet64), scaled by σ_d/0.5")
+    e.add_argument("--ect-weighting", choices=("ect", "inv_gap"), default=d.ect_weighting, help="ect loss weight: 1/u² + 1/σ_d², or 1/(u − r)")
+    e.add_argument("--ect-c", type=non_negative_float, default=d.ect_c, help="pseudo-Huber c of ect (None: 0.06/√d with --ect-weighting ect, 0 with inv_gap); mect uses --huber-c")
 
 
 def _check_out(args: argparse.Namespace) -> None:
@@ -109,13 +121,18 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
     else:
         if not args.data:
             raise UserError("--data: required (a built-in name or a path)")
+        if args.data not in BUILTINS and Path(args.data).exists():
+            args.data = str(Path(args.data).resolve())  # the run must find its data from any folder
         base = preset_for(args.data, load_dataset(args.data).kind)
         if student:
             base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=args.init or "none", ema_halflife_frac=0.1)
     dataset = load_dataset(base.data)
     if student:
         base = override(base, student_steps=args.student_steps, teacher_sampler=args.teacher_sampler, n0=args.n0, n1=args.n1,
-                        anneal_frac=args.anneal_frac, eta=args.eta, huber_c=args.huber_c, weighting=args.weighting)
+                        anneal_frac=args.anneal_frac, eta=args.eta, huber_c=args.huber_c, weighting=args.weighting,
+                        ect_p_mean=args.ect_p_mean, ect_p_std=args.ect_p_std, ect_q=args.ect_q, ect_k=args.ect_k, ect_b=args.ect_b,
+                        ect_stages=args.ect_stages, ect_u_mid=args.ect_u_mid, ect_weighting=args.ect_weighting)
+        base = dataclasses.replace(base, ect_c=args.ect_c)  # None is a value here: the weighting's default c
     return override(
         base, iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
         precision=args.precision, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
@@ -139,4 +156,5 @@ def run(args: argparse.Namespace) -> None:
         if args.overwrite and args.out.exists():
             remove_run(args.out)
     workdir = train(config, args.out, dataset=dataset, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
-    print(f"run saved to {workdir}")
+    if is_main():
+        print(f"run saved to {workdir}")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,3 +29,12 @@ def stratified_times(batch: int, generator: torch.Generator, t_min: float = 1e-5
 def per_example_mean(x: Tensor) -> Tensor:
     """Mean over all but the batch axis: [B, ...] → [B]."""
     return x.flatten(1).mean(1)
+
+
+def same_mask_reference(denoiser: Any, z: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
+    """stopgrad x̂_θ(z, t) with the same online weights and the same dropout mask as the next forward:
+    the global RNG is forked around this call, so the online forward that follows replays its state
+    (SPEC §5 step 6, §7 step 4)."""
+    devices = [z.device.index] if z.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        return denoiser(z, t, cond).x_hat

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..param import Denoiser, DenoiserLike, expand_like
 from ..samplers import addim_step, ddim_step, inv_ddim
 from ..schedules import Schedule
-from .common import LossOutput, per_example_mean
+from .common import LossOutput, per_example_mean, same_mask_reference
 
 WEIGHTINGS = ("snr1", "vspace")
 TEACHER_SAMPLERS = ("addim", "ddim")
@@ -145,11 +145,8 @@ class MultistepObjective:
         z_s = self.teacher_step(schedule, x, z_t, times, cond)
 
         # Same online weights and same dropout mask for the stop-grad reference: replay the RNG.
-        devices = [x.device.index] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            with torch.no_grad():
-                s_eval = torch.where(times.s == times.t_step, times.t, times.s)  # never evaluate at s = 0
-                x_ref = denoiser(z_s, s_eval, cond).x_hat
+        s_eval = torch.where(times.s == times.t_step, times.t, times.s)  # never evaluate at s = 0
+        x_ref = same_mask_reference(denoiser, z_s, s_eval, cond)
         x_hat = denoiser(z_t, times.t, cond).x_hat
         x_target = consistency_target(schedule, z_t, z_s, x_ref, times.t, times.s, times.t_step)
         per_example = consistency_loss(schedule, x_hat, x_target.detach(), times.t, self.weighting, self.huber_c)

@@ -7,10 +7,12 @@ from .addim import addim, addim_step, VarianceTable, data_free_variance
 from .heun import heun
 from .ancestral import ancestral
 from .consistency import consistency
+from .ect import ect
 
-SAMPLERS = {"ddim": ddim, "addim": addim, "heun": heun, "ancestral": ancestral, "consistency": consistency}
+SAMPLERS = {"ddim": ddim, "addim": addim, "heun": heun, "ancestral": ancestral, "consistency": consistency, "ect": ect}
+MAX_STEPS = {"ect": 2}  # samplers defined only up to a number of steps
 
 __all__ = [
     "SAMPLERS", "ddim", "ddim_step", "inv_ddim", "addim", "addim_step", "VarianceTable",
-    "data_free_variance", "heun", "ancestral", "consistency",
+    "data_free_variance", "heun", "ancestral", "consistency", "ect", "MAX_STEPS",
 ]

@@ -74,7 +74,7 @@ def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
-        _, idx, key = name.split(".", 2)
+        idx, key = name.split(".", 1)  # names arrive without their "opt." prefix
         state.setdefault(int(idx), {})[key] = value
     return {"state": state, "param_groups": meta["param_groups"]}
 
@@ -114,12 +114,15 @@ def load_checkpoint(workdir: Path | str, *, flag: str = "--run", with_optimizer:
         raise UserError(f"{flag}: {workdir} has no checkpoint.json; expected the folder of a fewstep run")
     try:
         meta = json.loads(meta_path.read_text())
-        config = TrainConfig.from_dict(json.loads((workdir / "config.json").read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        raise UserError(f"{flag}: cannot read the checkpoint in {workdir} ({exc})") from None
-    version = meta.get("format_version")
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{flag}: cannot read {meta_path} ({exc})") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != FORMAT_VERSION:
         raise UserError(f"{flag}: {workdir} has checkpoint format version {version}; this fewstep reads version {FORMAT_VERSION}")
+    try:
+        config = TrainConfig.from_dict(json.loads((workdir / "config.json").read_text()))
+    except (OSError, ValueError, TypeError, UserError) as exc:
+        raise UserError(f"{flag}: cannot read {workdir / 'config.json'} ({exc})") from None
     weights = workdir / meta["weights"]
     if not weights.is_file() or _sha256(weights) != meta["weights_sha256"]:
         raise UserError(f"{flag}: {weights} is missing, truncated or does not match checkpoint.json")

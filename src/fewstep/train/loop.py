@@ -126,14 +126,18 @@ def train(
     end = config.iters if stop_after is None else min(config.iters, start + stop_after)
     train_x = dataset.train.to(device)
 
+    window: dict[str, list[float]] = defaultdict(list, ckpt.extra.get("log_window", {}) if ckpt else {})
+
     def checkpoint(step: int) -> None:
+        # The partial log window travels with the checkpoint, so a resumed run logs what an
+        # uninterrupted one would have.
+        extra["log_window"] = {k: list(v) for k, v in window.items()}
         if hasattr(objective, "state"):
             extra["objective_state"] = objective.state()
         if dist.is_main():
             save_checkpoint(workdir, Checkpoint(config, step, raw_backbone.state_dict(), ema.model.state_dict(), opt.state_dict(), _rng_state(generator), extra))
         dist.barrier()
 
-    window: dict[str, list[float]] = defaultdict(list)
     tick = time.perf_counter()
     bar = tqdm(range(start, end), initial=start, total=config.iters, disable=not (progress and dist.is_main()), desc=f"train {config.objective}", dynamic_ncols=True)
     for step in bar:
@@ -154,7 +158,7 @@ def train(
             window[k].append(v)
         _band_losses(out.per_example, out.t, window)
         done = step + 1
-        if done % config.log_every == 0 or done == end:
+        if done % config.log_every == 0 or done == config.iters:
             elapsed = time.perf_counter() - tick
             record = {k: dist.mean_scalar(sum(v) / len(v), device) for k, v in window.items()}
             record["it_per_s"] = len(window["loss"]) / max(elapsed, 1e-9)
@@ -188,6 +192,8 @@ def quick_eval(denoiser: Denoiser, dataset: Dataset, config: TrainConfig, object
 
     denoiser.eval()
     sampler, steps = getattr(objective, "eval_sampler", ("ddim", config.eval_steps))
-    samples = generate(denoiser, config.eval_samples, dataset.shape, sampler=sampler, steps=steps, seed=0, device=next(denoiser.parameters()).device)
+    options = getattr(objective, "eval_options", {})  # e.g. ECT's u_mid
+    samples = generate(denoiser, config.eval_samples, dataset.shape, sampler=sampler, steps=steps, seed=0,
+                       device=next(denoiser.parameters()).device, **options)
     metrics = evaluate_samples(dataset, samples.cpu())
     return {"sampler": sampler, "steps": steps, **metrics}
