@@ -42,6 +42,8 @@ class Spec:
     data: str
     fields: dict[str, Any]
     group: str
+    samplers: tuple[str, ...] = ("consistency",)
+    steps: tuple[int, ...] | None = None  # None: the student's own S
 
 
 def teacher_config(data: str) -> TrainConfig:
@@ -75,6 +77,11 @@ def student_specs() -> list[Spec]:
     for weighting, c in (("snr1", 1e-3), ("vspace", 1e-1), ("vspace", 1e-5)):
         specs.append(Spec(f"{m}-cd-{weighting}-c{c:g}-S4", m, {"objective": "cd", "student_steps": 4, "weighting": weighting, "huber_c": c}, "ablation: weighting and c"))
     specs.append(Spec(f"{m}-ct-scratch-S4", m, {"objective": "ct", "student_steps": 4, "init": "none", "iters": 2 * STUDENT_ITERS[m]}, "ablation: CT from scratch (2x budget)"))
+    # Easy Consistency Tuning (SPEC §7) on the same teachers and budget; multistep ECT on moons.
+    for data in ("moons", "digits"):
+        specs.append(Spec(f"{data}-ect", data, {"objective": "ect"}, "ECT", ("ect",), (1, 2)))
+    for s in (2, 4, 8):
+        specs.append(Spec(f"{m}-mect-S{s}", m, {"objective": "mect", "student_steps": s}, "multistep ECT"))
     return specs
 
 
@@ -125,7 +132,9 @@ def main() -> None:
         seconds = ensure_trained(config, workdir)
         record(f"teacher-{data}", data=data, group="teacher", iters=config.iters, train_seconds_now=round(seconds, 1))
         if "samplers" in args.only:
-            rows = cached_eval(workdir, SAMPLERS, STEPS, data)
+            rows = cached_eval(workdir, SAMPLERS, STEPS, data) + cached_eval(workdir, ["ddim", "addim"], [512], data)
+            # aDDIM's last step to s = 0 against returning x̂ there (SPEC §4: report which is better).
+            rows += cached_eval(workdir, ["addim:table:xhat", "addim:data_free:xhat"], [1, 2, 4, 8], data)
             record(f"teacher-{data}", rows=rows)
             print(f"[study] teacher-{data}: sampler table done", flush=True)
 
@@ -135,10 +144,11 @@ def main() -> None:
             config = student_config(spec.data, args.runs / f"teacher-{spec.data}", **spec.fields)
             seconds = ensure_trained(config, workdir)
             run = load(workdir)
-            rows = cached_eval(workdir, ["consistency"], [config.student_steps], spec.data)
+            rows = cached_eval(workdir, list(spec.samplers), list(spec.steps or [config.student_steps]), spec.data)
             record(spec.name, data=spec.data, group=spec.group, iters=config.iters, fields=spec.fields,
                    train_seconds_now=round(seconds, 1), rows=rows, step=run.step)
-            print(f"[study] {spec.name}: {rows[0]['mean']:.4f} ± {rows[0]['std']:.4f} (floor {rows[0]['floor']:.4f})", flush=True)
+            for row in rows:
+                print(f"[study] {spec.name} ({row['sampler']}, {row['steps']} steps): {row['mean']:.4f} ± {row['std']:.4f} (floor {row['floor']:.4f})", flush=True)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def train_seconds(runs: Path, name: str) -> float | None:
 
 
 def teacher_table(results: dict, data: str) -> list[str]:
-    steps = sorted({r["steps"] for r in results["runs"].get(f"teacher-{data}", {}).get("rows", [])})
+    steps = sorted({r["steps"] for r in results["runs"].get(f"teacher-{data}", {}).get("rows", []) if r["sampler"] in SAMPLER_NAMES})
     if not steps:
         return []
     floor = teacher_row(results, data, "ddim", steps[-1])["floor"]
@@ -75,6 +75,36 @@ def ablation_table(results: dict, runs: Path) -> list[str]:
         row = student(results, name)
         secs = train_seconds(runs, name)
         lines.append(f"| {entry.get('group', 'main')} | {name} | {entry.get('iters', '—')} | {fmt(row)} | {row['floor']:.4f} | {secs:.0f} |" if row else f"| {entry['group']} | {name} | — | — | — | — |")
+    return lines + [""]
+
+
+def rows_of(results: dict, name: str) -> list[dict]:
+    return results["runs"].get(name, {}).get("rows", [])
+
+
+def ect_table(results: dict) -> list[str]:
+    """ECT at 1 and 2 steps against MCM-CD/CT at S = 1, 2; multistep ECT against MCM at S = 2, 4, 8."""
+    lines = ["#### ECT against multistep consistency, same teacher and budget", "",
+             "| data | steps | ECT | multistep ECT | MCM-CD | MCM-CT |", "|---|---:|---:|---:|---:|---:|"]
+    for data in ("moons", "digits"):
+        ect = {r["steps"]: r for r in rows_of(results, f"{data}-ect")}
+        for s in (1, 2, 4, 8):
+            cells = [fmt(ect.get(s)), fmt(student(results, f"{data}-mect-S{s}")), fmt(student(results, f"{data}-cd-S{s}")),
+                     fmt(student(results, f"{data}-ct-S{s}"))]
+            if any(c != "—" for c in cells[:2]):
+                lines.append(f"| {data} | {s} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def final_step_table(results: dict) -> list[str]:
+    """aDDIM's last step to s = 0 (the paper's Alg. 3) against returning x̂ there."""
+    lines = ["#### aDDIM's last step: to s = 0 (Alg. 3) vs x̂", "", "| data | steps | v_t | last step aDDIM | last step x̂ |", "|---|---:|---|---:|---:|"]
+    for data in ("moons", "digits"):
+        for s in (1, 2, 4, 8):
+            for variance, spec in (("c: table", "addim"), ("b: data-free", "addim:data_free")):
+                a, x = teacher_row(results, data, spec, s), teacher_row(results, data, f"{spec.split(':')[0]}:{'table' if spec == 'addim' else 'data_free'}:xhat", s)
+                if a and x:
+                    lines.append(f"| {data} | {s} | {variance} | {fmt(a)} | {fmt(x)} |")
     return lines + [""]
 
 
@@ -124,7 +154,7 @@ def main() -> None:
         lines += teacher_table(results, data)
     for data in ("moons", "digits"):
         lines += student_table(results, data)
-    lines += ablation_table(results, args.runs) + relations(results)
+    lines += ablation_table(results, args.runs) + ect_table(results) + final_step_table(results) + relations(results)
     iters = {name: e.get("iters") for name, e in results["runs"].items()}
     total = sum(s for s in (train_seconds(args.runs, n) for n in iters) if s)
     lines.append(f"Runs and iterations: {json.dumps(iters)}. Total training wall-clock: {total / 60:.1f} min.")
