@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from fewstep.api import load
-from fewstep.config import TrainConfig, override, preset_for
+from fewstep.config import TrainConfig, preset_for, student_config
 from fewstep.data import load_dataset
 from fewstep.evaluation import evaluate_run
 from fewstep.io import save_json
@@ -30,7 +30,6 @@ from fewstep.train.loop import train
 STEPS = [1, 2, 4, 8, 16, 64, 256]
 SAMPLERS = ["ddim", "addim", "addim:data_free", "heun"]
 N_EVAL = {"moons": 2000, "digits": 500}
-STUDENT_ITERS = {"moons": 1500, "digits": 1000}
 SEEDS = (0, 1, 2)
 
 
@@ -50,16 +49,9 @@ def teacher_config(data: str) -> TrainConfig:
     return preset_for(data, load_dataset(data).kind)
 
 
-def student_config(data: str, teacher_dir: Path, **fields: Any) -> TrainConfig:
-    """Students share one budget per data set; they start from the teacher unless init='none'."""
-    base = teacher_config(data)
-    init = fields.get("init", "teacher")
-    config = dataclasses.replace(
-        base, teacher=str(teacher_dir), init=init, iters=STUDENT_ITERS[data],
-        lr=base.lr / 5 if init == "teacher" else base.lr, warmup=100, ema_halflife_frac=0.1, eval_every=0,
-        eval_samples=500,
-    )
-    return dataclasses.replace(config, **fields)
+def student(data: str, teacher_dir: Path, **fields: Any) -> TrainConfig:
+    """Every student of a data set gets the library's default student budget (a quarter of the teacher's)."""
+    return student_config(teacher_config(data), str(teacher_dir), fields.pop("objective"), **fields)
 
 
 def student_specs() -> list[Spec]:
@@ -76,7 +68,7 @@ def student_specs() -> list[Spec]:
         specs.append(Spec(f"{m}-cd-fixedN128-S{s}", m, {"objective": "cd", "student_steps": s, "n0": 128, "n1": 128}, "ablation: fixed N = 128"))
     for weighting, c in (("snr1", 1e-3), ("vspace", 1e-1), ("vspace", 1e-5)):
         specs.append(Spec(f"{m}-cd-{weighting}-c{c:g}-S4", m, {"objective": "cd", "student_steps": 4, "weighting": weighting, "huber_c": c}, "ablation: weighting and c"))
-    specs.append(Spec(f"{m}-ct-scratch-S4", m, {"objective": "ct", "student_steps": 4, "init": "none", "iters": 2 * STUDENT_ITERS[m]}, "ablation: CT from scratch (2x budget)"))
+    specs.append(Spec(f"{m}-ct-scratch-S4", m, {"objective": "ct", "student_steps": 4, "init": "none", "iters": 2 * teacher_config(m).iters // 4}, "ablation: CT from scratch (2x budget)"))
     # Easy Consistency Tuning (SPEC §7) on the same teachers and budget; multistep ECT on moons.
     for data in ("moons", "digits"):
         specs.append(Spec(f"{data}-ect", data, {"objective": "ect"}, "ECT", ("ect",), (1, 2)))
@@ -141,7 +133,7 @@ def main() -> None:
     if "students" in args.only:
         for spec in student_specs():
             workdir = args.runs / spec.name
-            config = student_config(spec.data, args.runs / f"teacher-{spec.data}", **spec.fields)
+            config = student(spec.data, args.runs / f"teacher-{spec.data}", **spec.fields)
             seconds = ensure_trained(config, workdir)
             run = load(workdir)
             rows = cached_eval(workdir, list(spec.samplers), list(spec.steps or [config.student_steps]), spec.data)

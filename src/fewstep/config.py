@@ -112,6 +112,19 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
+def student_config(teacher: TrainConfig, teacher_dir: str, objective: str, **fields: Any) -> TrainConfig:
+    """A few-step student of ``teacher``: its data, backbone and schedule; a quarter of its iterations at
+    a fifth of its learning rate (from scratch, ``init='none'``: the teacher's rate); EMA half-life 10%
+    of the run (SPEC §5). ``fields`` override any of it."""
+    init = fields.pop("init", "teacher")
+    base = dataclasses.replace(
+        teacher, objective=objective, teacher=str(teacher_dir), init=init, iters=max(1, teacher.iters // 4),
+        lr=teacher.lr / 5 if init == "teacher" else teacher.lr, warmup=100, ema_halflife_frac=0.1, eval_every=0,
+        eval_samples=min(teacher.eval_samples, 500),
+    )
+    return dataclasses.replace(base, **fields)
+
+
 def preset_for(data: str, kind: str) -> TrainConfig:
     """The named preset for a built-in data set, else the one for its kind (points or images)."""
     base = PRESETS.get(data) or PRESETS["points" if kind == "points" else "images"]

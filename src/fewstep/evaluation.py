@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+from torch import Tensor
 
 from .api import Run
 from .data import Dataset
@@ -10,6 +12,12 @@ from .metrics import aggregate, evaluate_samples
 from .sampling import nfe
 
 SEEDS = (0, 1, 2)
+TEACHER_STEPS = (1, 2, 4, 8, 16, 64)
+ROW_EXTRAS = ("class_tv", "nn_ratio_median", "nn_copy_fraction", "n_reference", "classifier_sha256", "classifier_accuracy")
+ExtraMetric = Callable[..., dict[str, float]]  # (dataset, samples, *, seed_floor) → {"name": v, "name_floor": v}
+
+
+METRIC_LABELS = {"swd": "SWD", "fd_classifier": "FD-classifier"}
 
 
 def primary_metric(dataset: Dataset) -> str:
@@ -26,6 +34,17 @@ def parse_sampler(spec: str) -> tuple[str, str, str]:
     return name, variance or "table", final or "addim"
 
 
+def default_plan(run: Run, teacher_steps: Sequence[int] = TEACHER_STEPS,
+                 teacher_samplers: Sequence[str] = ("ddim",)) -> tuple[list[str], list[int]]:
+    """(samplers, steps) a run is evaluated with: a teacher's at ``teacher_steps``; a student's own sampler
+    at its own steps (S for a multistep student, 1 and 2 for ECT)."""
+    if run.default_sampler == "ect":
+        return ["ect"], [1, 2]
+    if run.is_student:
+        return [run.default_sampler], [run.default_steps]
+    return list(teacher_samplers), list(teacher_steps)
+
+
 def evaluate_run(
     run: Run,
     dataset: Dataset,
@@ -34,42 +53,104 @@ def evaluate_run(
     *,
     n: int = 2000,
     seeds: Sequence[int] = SEEDS,
+    extra: ExtraMetric | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (sampler, steps): metric mean ± std over ``seeds``, its floor, NFE and speed."""
+    """One row per (sampler, steps): metric mean ± std over ``seeds``, its floor, NFE and speed.
+
+    ``extra`` (e.g. :class:`fewstep.metrics.inception.InceptionFID`) adds its figures to each row as
+    ``name`` (mean), ``name_std``, ``name_values`` and ``name_floor``."""
     key = primary_metric(dataset)
     rows = []
     for spec in samplers:
         name, variance, final = parse_sampler(spec)
         for s in steps:
-            values, floors, seconds, extras = [], [], 0.0, {}
+            values, floors, seconds, extras, added = [], [], 0.0, {}, []
             for seed in seeds:
                 tick = time.perf_counter()
                 samples = run.sample_tensor(n, steps=s, sampler=name, seed=seed, variance=variance, final=final)
                 seconds += time.perf_counter() - tick
                 if not bool(samples.isfinite().all()):  # a diverged sampler scores inf, not a crash
                     values.append(float("inf"))
+                    added.append({})
                     continue
                 metrics = evaluate_samples(dataset, samples, seed_floor=seed)
                 values.append(metrics[key])
                 floors.append(metrics[f"{key}_floor" if key == "swd" else "fd_floor"])
                 extras = {k: v for k, v in metrics.items() if k not in (key, "swd_floor", "fd_floor")}
+                if extra is not None:
+                    added.append(extra(dataset, samples, seed_floor=seed))
             spread = aggregate(values)
             rows.append({
                 "sampler": spec, "steps": s, "nfe": nfe(name, s), "metric": key,
                 "mean": spread["mean"], "std": spread["std"], "values": values, "floor": sum(floors) / len(floors) if floors else float("nan"),
                 "n_samples": n, "seeds": list(seeds), "samples_per_s": n * len(seeds) / max(seconds, 1e-9),
-                **{k: v for k, v in extras.items() if k in ("class_tv", "nn_ratio_median", "nn_copy_fraction", "n_reference")},
+                **{k: v for k, v in extras.items() if k in ROW_EXTRAS}, **_spread(added),
             })
     return rows
+
+
+def _spread(per_seed: list[dict[str, float]]) -> dict[str, Any]:
+    """[{"fid": a, "fid_floor": b}, …] over seeds → {"fid": mean, "fid_std", "fid_values", "fid_floor": mean}.
+    A diverged seed ({}) scores inf, as in the headline metric."""
+    out: dict[str, Any] = {}
+    names = list(dict.fromkeys(k for d in per_seed for k in d if not k.endswith("_floor")))
+    for name in names:
+        spread = aggregate([d.get(name, float("inf")) for d in per_seed])
+        floors = [d[f"{name}_floor"] for d in per_seed if f"{name}_floor" in d]
+        out.update({name: spread["mean"], f"{name}_std": spread["std"], f"{name}_values": spread["values"],
+                    f"{name}_floor": sum(floors) / len(floors) if floors else float("nan")})
+    return out
+
+
+def feature_network(dataset: Dataset, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the headline metric measures with, and the checksum of any learned network."""
+    if primary_metric(dataset) == "swd":
+        space = "points" if dataset.kind == "points" else "flattened pixels"
+        return {"metric": "swd", "network": f"SWD on {space}, 256 projections, seed 0"}
+    found = [r for r in rows if "classifier_sha256" in r]
+    if found:
+        sha, acc = found[0]["classifier_sha256"], found[0]["classifier_accuracy"]
+    else:  # every sampler diverged: the cached classifier is the one the metric would have used
+        from .metrics import get_classifier
+
+        clf = get_classifier(dataset)
+        sha, acc = clf.checksum, clf.accuracy
+    return {"metric": "fd_classifier", "network": "fewstep FD-classifier: 16-d features of a small CNN trained on the training split",
+            "classifier_sha256": sha, "classifier_accuracy": acc}
+
+
+def protocol(run: Run, dataset: Dataset, rows: list[dict[str, Any]], *, fid: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The evaluation protocol behind ``rows``: what a reader needs to reproduce or compare them."""
+    from . import __version__
+
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    return {
+        "fewstep_version": __version__,
+        "run": str(run.workdir), "run_step": run.step, "objective": run.config.objective,
+        "data": dataset.name, "heldout": len(dataset.heldout),
+        "samples_per_seed": rows[0]["n_samples"] if rows else 0, "seeds": list(rows[0]["seeds"]) if rows else [],
+        "samplers": samplers, "steps": {s: [r["steps"] for r in rows if r["sampler"] == s] for s in samplers},
+        "feature_network": feature_network(dataset, rows),
+        **({"fid": fid} if fid is not None else {}),
+    }
 
 
 def format_table(rows: list[dict[str, Any]], title: str = "") -> str:
     """A markdown table: sampler, steps, NFE, metric mean ± std (floor)."""
     if not rows:
         return ""
-    label = {"swd": "SWD", "fd_classifier": "FD-classifier"}[rows[0]["metric"]]
+    label = METRIC_LABELS[rows[0]["metric"]]
+    fid = any("fid" in r for r in rows)
     lines = [f"**{title}**" if title else ""]
-    lines += [f"| sampler | steps | NFE | {label} (mean ± std over {len(rows[0]['seeds'])} seeds) | noise floor |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| sampler | steps | NFE | {label} (mean ± std over {len(rows[0]['seeds'])} seeds) | noise floor |"
+              + (" FID (mean ± std) | FID floor |" if fid else ""), "|---|---:|---:|---:|---:|" + ("---:|---:|" if fid else "")]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['mean']:.4f} ± {r['std']:.4f} | {r['floor']:.4f} |")
+        lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['mean']:.4f} ± {r['std']:.4f} | {r['floor']:.4f} |"
+                     + (_fid_cells(r) if fid else ""))
     return "\n".join(line for line in lines if line is not None)
+
+
+def _fid_cells(row: dict[str, Any]) -> str:
+    if "fid" not in row:
+        return " – | – |"
+    return f" {row['fid']:.4f} ± {row['fid_std']:.4f} | {row['fid_floor']:.4f} |"

@@ -1,6 +1,7 @@
 """Writing results without ever leaving a half-written file: temp file, then rename."""
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -39,14 +40,41 @@ def save_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def save_png(path: Path, samples: np.ndarray, kind: str, title: str = "", reference: np.ndarray | None = None) -> None:
-    """An image grid (uint8 [N, H, W, C]) or a 2D scatter plot (points [N, 2]) as PNG."""
-    tmp = _tmp(path).with_suffix(".png")
-    if kind == "images":
-        _image_grid(samples).save(tmp, format="PNG")
-    else:
-        _scatter(samples, title, reference).savefig(tmp, format="png", dpi=100)
+def save_bytes(path: Path, data: bytes) -> None:
+    tmp = _tmp(path)
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def save_png(path: Path, samples: np.ndarray, kind: str, title: str = "", reference: np.ndarray | None = None) -> None:
+    """An image grid (uint8 [N, H, W, C]) or a 2D scatter plot (points [N, 2]) as a PNG file."""
+    save_bytes(path, render_png(samples, kind, title, reference))
+
+
+def render_png(samples: np.ndarray, kind: str, title: str = "", reference: np.ndarray | None = None) -> bytes:
+    """The bytes of the PNG that :func:`save_png` writes."""
+    if kind == "images":
+        buf = io.BytesIO()
+        _image_grid(samples).save(buf, format="PNG")
+        return buf.getvalue()
+    return figure_png(_scatter(samples, title, reference))
+
+
+def figure_png(fig: Any, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _image_grid(images: np.ndarray, max_images: int = 256, scale: int = 4):
@@ -65,11 +93,7 @@ def _image_grid(images: np.ndarray, max_images: int = 256, scale: int = 4):
 
 
 def _scatter(points: np.ndarray, title: str, reference: np.ndarray | None):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4, 4))
     if points.shape[1] == 1:  # 1-D data: a histogram says more than a line of dots
         if reference is not None:

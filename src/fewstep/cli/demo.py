@@ -1,6 +1,7 @@
-"""``fewstep demo``: train diffusion teachers on ``moons`` and ``digits``, then compare DDIM and aDDIM
-from 1 to 256 steps. Prints the table, writes PNGs and ``results.json``; a trained teacher already in
-the output folder is reused (an interrupted one is resumed).
+"""``fewstep demo``: train diffusion teachers on ``moons`` and ``digits``, compare DDIM and aDDIM from
+1 to 256 steps, and distil 4- and 8-step multistep consistency students (MCM-CD). Prints the table,
+writes PNGs and ``results.json``; a run already in the output folder is reused (an interrupted one is
+resumed).
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from typing import Any
 
 from ..errors import UserError
 
-FULL = {"steps": [1, 2, 4, 8, 16, 64, 256], "samplers": ["ddim", "addim"], "seeds": 3,
+FULL = {"steps": [1, 2, 4, 8, 16, 64, 256], "samplers": ["ddim", "addim"], "seeds": 3, "students": [4, 8],
         "n": {"moons": 2000, "digits": 500}, "iters": {"moons": None, "digits": None}}
-QUICK = {"steps": [1, 4], "samplers": ["ddim", "addim"], "seeds": 2,
+QUICK = {"steps": [1, 4], "samplers": ["ddim", "addim"], "seeds": 2, "students": [4],
          "n": {"moons": 200, "digits": 64}, "iters": {"moons": 150, "digits": 30}}
 PNG_STEPS = (1, 4, 16, 256)
 
@@ -30,32 +31,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _teacher(data: str, out: Path, iters: int | None, device: str, overwrite: bool) -> tuple[Path, float]:
-    """Train (or reuse, or resume) the teacher for ``data`` in ``out/data``; returns its folder and seconds spent."""
-    from ..config import override, preset_for
-    from ..data import load_dataset
+def _ensure_run(config: Any, workdir: Path, dataset: Any, overwrite: bool) -> float:
+    """Train ``config`` in ``workdir``, or reuse it when finished, or resume it when interrupted;
+    returns the seconds spent. A run with other settings is replaced only with ``--overwrite``."""
     from ..train.checkpoint import load_checkpoint, remove_run
     from ..train.loop import train
 
-    dataset = load_dataset(data)
-    config = override(preset_for(data, dataset.kind), iters=iters, device=device)
-    workdir = out / data
     resume = False
     if (workdir / "checkpoint.json").is_file():
         ckpt = load_checkpoint(workdir, flag="--out")
-        same = dataclasses.replace(ckpt.config, device=device) == config
+        same = dataclasses.replace(ckpt.config, device=config.device) == config
         if same and ckpt.step >= config.iters:
-            print(f"[demo] reusing the {data} teacher in {workdir} ({ckpt.step} iterations)")
-            return workdir, 0.0
+            print(f"[demo] reusing {workdir} ({ckpt.step} iterations)")
+            return 0.0
         if not same and not overwrite:
-            raise UserError(f"--out: {workdir} holds a {data} teacher with other settings; pass --overwrite to retrain it")
+            raise UserError(f"--out: {workdir} holds a run with other settings; pass --overwrite to retrain it")
         resume = same
         if not same:
             remove_run(workdir)
     tick = time.perf_counter()
-    print(f"[demo] training the {data} teacher: {config.iters} iterations, {config.model.name}, {config.precision}")
+    print(f"[demo] training {workdir.name}: {config.objective}, {config.iters} iterations, {config.model.name}")
     train(config, workdir, dataset=dataset, resume=resume)
-    return workdir, time.perf_counter() - tick
+    return time.perf_counter() - tick
 
 
 def _pngs(run: Any, data: str, out: Path, plan: dict[str, Any]) -> list[str]:
@@ -79,7 +76,8 @@ def run(args: argparse.Namespace) -> None:
     from ..api import load
     from ..data import load_dataset
     from ..evaluation import evaluate_run, format_table
-    from ..io import save_json
+    from ..config import override, preset_for, student_config
+    from ..io import save_json, save_png
 
     plan = QUICK if args.quick else FULL
     out: Path = args.out or Path("demo_out_quick" if args.quick else "demo_out")
@@ -91,15 +89,30 @@ def run(args: argparse.Namespace) -> None:
     results: dict[str, Any] = {"plan": {k: v for k, v in plan.items()}, "datasets": {}}
     tables = []
     for data in ("moons", "digits"):
-        workdir, seconds = _teacher(data, out, plan["iters"][data], args.device, args.overwrite)
-        stages[f"train {data}"] = seconds
+        dataset = load_dataset(data)
+        teacher = override(preset_for(data, dataset.kind), iters=plan["iters"][data], device=args.device)
+        workdir = out / data
+        stages[f"train {data} teacher"] = _ensure_run(teacher, workdir, dataset, args.overwrite)
         tick = time.perf_counter()
         run_ = load(workdir, device=args.device)
-        dataset = load_dataset(data)
-        rows = evaluate_run(run_, dataset, plan["samplers"], plan["steps"], n=plan["n"][data], seeds=tuple(range(plan["seeds"])))
+        seeds = tuple(range(plan["seeds"]))
+        rows = evaluate_run(run_, dataset, plan["samplers"], plan["steps"], n=plan["n"][data], seeds=seeds)
         pngs = _pngs(run_, data, out, plan)
-        stages[f"evaluate {data}"] = time.perf_counter() - tick
-        table = format_table(rows, title=f"{data}: teacher of {run_.step} iterations")
+        stages[f"evaluate {data} teacher"] = time.perf_counter() - tick
+        for s in plan["students"]:
+            student_dir = out / f"{data}-cd-S{s}"
+            config = student_config(teacher, str(workdir), "cd", student_steps=s)
+            stages[f"distil {data} S={s}"] = _ensure_run(config, student_dir, dataset, args.overwrite)
+            tick = time.perf_counter()
+            student = load(student_dir, device=args.device)
+            for row in evaluate_run(student, dataset, ["consistency"], [s], n=plan["n"][data], seeds=seeds):
+                rows.append({**row, "sampler": f"MCM-CD (S={s}, {config.iters} it)"})
+            png = out / f"{data}_mcm-cd_{s}steps.png"
+            save_png(png, student.sample(1000 if dataset.kind == "points" else 100, seed=0), dataset.kind,
+                     title=f"{data}: MCM-CD, {s} steps")
+            pngs.append(png.name)
+            stages[f"evaluate {data} S={s}"] = time.perf_counter() - tick
+        table = format_table(rows, title=f"{data}: teacher of {run_.step} iterations, and its distilled students")
         print(table, flush=True)
         tables.append(table)
         results["datasets"][data] = {"run": str(workdir), "train_iters": run_.step, "rows": rows, "pngs": pngs}

@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ..config import PRESETS, TrainConfig, override, preset_for
+from ..config import PRESETS, TrainConfig, override, preset_for, student_config
 from ..data import BUILTINS, Dataset, load_dataset
 from ..errors import UserError
 from ..objectives import OBJECTIVES
@@ -95,17 +95,11 @@ def _check_out(args: argparse.Namespace) -> None:
 
 
 def _student_base(args: argparse.Namespace) -> TrainConfig:
-    """A student inherits its teacher's data, backbone and schedule; it trains for half the teacher's
-    iterations at a fifth of its learning rate (from scratch: the teacher's rate), EMA half-life 10%."""
+    """A student inherits its teacher's settings (see :func:`fewstep.config.student_config`)."""
     from ..train.checkpoint import load_checkpoint
 
     teacher = load_checkpoint(args.teacher, flag="--teacher").config
-    init = args.init or "teacher"
-    return dataclasses.replace(
-        teacher, data=args.data or teacher.data, objective=args.objective, teacher=str(args.teacher), init=init,
-        iters=max(1, teacher.iters // 2), lr=teacher.lr / 5 if init == "teacher" else teacher.lr, warmup=100,
-        ema_halflife_frac=0.1, eval_every=0,
-    )
+    return student_config(teacher, args.teacher, args.objective, init=args.init or "teacher", data=args.data or teacher.data)
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | None]:
