@@ -248,7 +248,7 @@ def test_train_help_states_the_current_presets(cli, monkeypatch: pytest.MonkeyPa
 # --- demo ------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_demo_quick_runs_then_reuses_teachers(tmp_path: Path) -> None:
+def test_demo_quick_runs_then_reuses_its_runs(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     first = run_fewstep("demo", "--quick", "--out", out, cwd=tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -260,10 +260,13 @@ def test_demo_quick_runs_then_reuses_teachers(tmp_path: Path) -> None:
         for name in info["pngs"]:
             assert_not_blank(open_png(out / name))
     assert (out / "results.md").is_file()
+    # Each data set has its teacher and, in --quick, one distilled 4-step student in the table.
+    for data, info in results["datasets"].items():
+        assert any(r["sampler"].startswith("MCM-CD (S=4") and r["nfe"] == 4 for r in info["rows"]), info["rows"]
     weights = {p: p.stat().st_mtime_ns for p in out.glob("*/weights-*.safetensors")}
-    assert len(weights) == 2
+    assert len(weights) == 4  # 2 teachers + 2 students
 
     second = run_fewstep("demo", "--quick", "--out", out, cwd=tmp_path, timeout=180)
     assert second.returncode == 0, second.stderr[-2000:]
-    assert second.stdout.count("reusing") == 2, second.stdout
+    assert second.stdout.count("reusing") == 4, second.stdout
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/weights-*.safetensors")} == weights

@@ -4,8 +4,6 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Sequence
 
-from torch import Tensor
-
 from .api import Run
 from .data import Dataset
 from .metrics import aggregate, evaluate_samples
@@ -126,7 +124,7 @@ def protocol(run: Run, dataset: Dataset, rows: list[dict[str, Any]], *, fid: dic
     samplers = list(dict.fromkeys(r["sampler"] for r in rows))
     return {
         "fewstep_version": __version__,
-        "run": str(run.workdir), "run_step": run.step, "objective": run.config.objective,
+        "run": str(run.workdir), "run_step": run.step, "objective": run.config.objective, "device": str(run.device),
         "data": dataset.name, "heldout": len(dataset.heldout),
         "samples_per_seed": rows[0]["n_samples"] if rows else 0, "seeds": list(rows[0]["seeds"]) if rows else [],
         "samplers": samplers, "steps": {s: [r["steps"] for r in rows if r["sampler"] == s] for s in samplers},

@@ -1,7 +1,7 @@
 """``fewstep demo``: train diffusion teachers on ``moons`` and ``digits``, compare DDIM and aDDIM from
 1 to 256 steps, and distil 4- and 8-step multistep consistency students (MCM-CD). Prints the table,
-writes PNGs and ``results.json``; a run already in the output folder is reused (an interrupted one is
-resumed).
+writes PNGs, ``results.json`` and ``report.html`` (the same rows, plot, protocol and PNGs in one
+self-contained page); a run already in the output folder is reused (an interrupted one is resumed).
 """
 from __future__ import annotations
 
@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> None:
     from ..evaluation import evaluate_run, format_table
     from ..config import override, preset_for, student_config
     from ..io import save_json, save_png
+    from ..report import collect, grids_from_files, write_report
 
     plan = QUICK if args.quick else FULL
     out: Path = args.out or Path("demo_out_quick" if args.quick else "demo_out")
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
     total = time.perf_counter()
     stages: dict[str, float] = {}
     results: dict[str, Any] = {"plan": {k: v for k, v in plan.items()}, "datasets": {}}
-    tables = []
+    tables, reports = [], []
     for data in ("moons", "digits"):
         dataset = load_dataset(data)
         teacher = override(preset_for(data, dataset.kind), iters=plan["iters"][data], device=args.device)
@@ -116,9 +117,11 @@ def run(args: argparse.Namespace) -> None:
         print(table, flush=True)
         tables.append(table)
         results["datasets"][data] = {"run": str(workdir), "train_iters": run_.step, "rows": rows, "pngs": pngs}
+        reports.append(collect(run_, dataset, rows, title=data, grids=grids_from_files([out / name for name in pngs])))
     stages = {k: round(v, 1) for k, v in stages.items()}
     results["seconds"] = {"total": round(time.perf_counter() - total, 1), "stages": stages}
     save_json(out / "results.json", results)
     (out / "results.md").write_text("\n\n".join(tables) + "\n")
+    write_report(out, reports, overwrite=True)
     print(f"[demo] {results['seconds']['total']:.0f} s in all ({json.dumps(stages)})")
-    print(f"[demo] results, tables and PNGs are in {out.resolve()}")
+    print(f"[demo] results, tables, PNGs and report.html are in {out.resolve()}")

@@ -3,10 +3,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..io import check_writable, save_json
 from .args import int_list, positive_int, str_list
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..data import Dataset
+    from ..metrics.inception import InceptionFID
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -18,21 +25,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", dest="count", type=positive_int, default=2000, help="samples per seed")
     p.add_argument("--seeds", type=positive_int, default=3, help="number of sampling seeds")
     p.add_argument("--json", type=Path, help="write the rows and the protocol as JSON")
+    p.add_argument("--fid-weights", type=Path, help="TorchScript inception-2015-12-05.pt (stylegan2-ada / clean-fid): also report "
+                   "standard Inception FID and its noise floor (images only; never downloaded)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available, else CPU")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
 
-def _default_steps(model) -> list[int]:
-    if model.default_sampler == "ect":
-        return [1, 2]
-    return [model.default_steps] if model.is_student else [1, 2, 4, 8, 16, 64]
-
-
 def run(args: argparse.Namespace) -> None:
     from ..api import load
     from ..data import load_dataset
-    from ..evaluation import evaluate_run, format_table, parse_sampler
+    from ..evaluation import default_plan, evaluate_run, format_table, parse_sampler, protocol
     from ..samplers import SAMPLERS
 
     json_path = check_writable(args.json, "--json", args.overwrite) if args.json else None
@@ -46,10 +49,21 @@ def run(args: argparse.Namespace) -> None:
         dataset = load_dataset(model.config.data)
     except UserError as exc:
         raise UserError(f"--run: the run's data {model.config.data!r} cannot be loaded for evaluation ({exc})") from None
-    steps = args.steps or _default_steps(model)
-    rows = evaluate_run(model, dataset, samplers, steps, n=args.count, seeds=tuple(range(args.seeds)))
+    fid = _fid_metric(args.fid_weights, dataset, model.device) if args.fid_weights is not None else None
+    steps = args.steps or default_plan(model)[1]
+    rows = evaluate_run(model, dataset, samplers, steps, n=args.count, seeds=tuple(range(args.seeds)), extra=fid)
     print(format_table(rows, title=f"{args.run} ({dataset.name}, step {model.step})"))
     if json_path is not None:
-        protocol = {"run": str(args.run), "data": dataset.name, "heldout": len(dataset.heldout),
-                    "samples_per_seed": args.count, "seeds": list(range(args.seeds))}
-        save_json(json_path, {"protocol": protocol, "rows": rows})
+        info = protocol(model, dataset, rows, fid=fid.describe() if fid is not None else None)
+        save_json(json_path, {"protocol": info, "rows": rows})
+
+
+def _fid_metric(path: Path, dataset: Dataset, device: torch.device) -> InceptionFID:
+    """The Inception FID metric, checked on the held-out split before any sampling."""
+    from ..metrics.inception import InceptionFID
+
+    if dataset.kind != "images":
+        raise UserError(f"--fid-weights: Inception FID is for images; this run's data {dataset.name!r} are points")
+    fid = InceptionFID.load(path, device=device)
+    fid.heldout_features(dataset)  # a wrong network fails here, not after minutes of sampling
+    return fid

@@ -1,4 +1,4 @@
-"""The ``fewstep`` command: train, sample, evaluate, demo.
+"""The ``fewstep`` command: train, sample, evaluate, report, demo.
 
 Every user-facing error is one line, ``fewstep: error: <flag or file>: <what was expected>``, exit 2.
 """
@@ -7,14 +7,14 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from . import demo, evaluate_cmd, sample_cmd, train_cmd
+from . import demo, evaluate_cmd, report_cmd, sample_cmd, train_cmd
 from .args import Parser
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="fewstep", description="Few-step sampling for diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (train_cmd, sample_cmd, evaluate_cmd, demo):
+    for module in (train_cmd, sample_cmd, evaluate_cmd, report_cmd, demo):
         module.add_parser(sub)
     return parser
 

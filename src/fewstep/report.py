@@ -1,0 +1,247 @@
+"""One self-contained HTML report of evaluated runs: plot, table, protocol, speed and sample grids.
+
+The page opens offline: the only images are PNGs inlined as ``data:image/png;base64`` URIs, the CSS is
+inline and there is no script. Every piece of text goes through :func:`html.escape`, and void elements
+are self-closed, so the page is also well-formed XML. ``report.json`` beside it holds the same data
+(without the pictures). Usage::
+
+    entry = collect(run, dataset, rows)           # rows from fewstep.evaluation.evaluate_run
+    write_report(Path("out"), [entry], overwrite=False)
+"""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from .errors import UserError
+from .evaluation import METRIC_LABELS, parse_sampler, protocol
+from .io import check_writable, figure_png, pyplot, render_png, save_bytes, save_json
+
+if TYPE_CHECKING:
+    from .api import Run
+    from .data import Dataset
+
+GRID_IMAGES = 64    # an 8 × 8 grid
+GRID_POINTS = 1000  # a scatter plot over the held-out split in grey
+CSS = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #eee; text-align: left; } td.text { text-align: left; }
+.grids { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; } figcaption { font-size: 0.85em; text-align: center; }
+img.grid { width: 260px; image-rendering: pixelated; } img.plot { max-width: 100%; }
+"""
+
+
+@dataclass
+class Grid:
+    caption: str
+    png: bytes
+
+
+@dataclass
+class RunReport:
+    """One evaluated run: its rows (``evaluate_run``), their protocol and sample grids."""
+
+    title: str
+    protocol: dict[str, Any]
+    rows: list[dict[str, Any]]
+    grids: list[Grid] = field(default_factory=list)
+
+
+def collect(run: Run, dataset: Dataset, rows: list[dict[str, Any]], *, title: str | None = None,
+            grids: list[Grid] | None = None) -> RunReport:
+    """A :class:`RunReport`; without ``grids``, one grid (seed 0) per (sampler, steps) in ``rows``."""
+    if grids is None:
+        grids = [sample_grid(run, dataset, r["sampler"], r["steps"]) for r in rows]
+    return RunReport(title or str(run.workdir), protocol(run, dataset, rows), rows, grids)
+
+
+def sample_grid(run: Run, dataset: Dataset, spec: str, steps: int) -> Grid:
+    """An image grid, or a scatter plot over the held-out split, of seed-0 samples."""
+    name, variance, final = parse_sampler(spec)
+    n = GRID_IMAGES if dataset.kind == "images" else GRID_POINTS
+    samples = run.sample(n, steps=steps, sampler=name, seed=0, variance=variance, final=final)
+    reference = dataset.to_data_units(dataset.heldout[:GRID_POINTS]) if dataset.kind == "points" else None
+    caption = f"{spec}, {steps} steps"
+    return Grid(caption, render_png(samples, dataset.kind, title=caption, reference=reference))
+
+
+def grids_from_files(paths: Sequence[Path]) -> list[Grid]:
+    """PNG files already written (e.g. by ``fewstep demo``), captioned by file name."""
+    return [Grid(Path(p).stem.replace("_", " "), Path(p).read_bytes()) for p in paths]
+
+
+def check_out(out: Path, overwrite: bool, flag: str = "--out") -> tuple[Path, Path]:
+    """The report's two paths in ``out``; refused (one line) if they exist and ``overwrite`` is not set."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag}: {out} is a file; expected a folder")
+    return check_writable(out / "report.html", flag, overwrite), check_writable(out / "report.json", flag, overwrite)
+
+
+def write_report(out: Path, reports: list[RunReport], *, overwrite: bool, flag: str = "--out") -> Path:
+    """Write ``out/report.html`` and ``out/report.json``; returns the HTML's path."""
+    html_path, json_path = check_out(out, overwrite, flag)
+    plot = quality_plot(reports)
+    save_bytes(html_path, render_html(reports, plot).encode("utf-8"))
+    save_json(json_path, report_data(reports))
+    return html_path
+
+
+def report_data(reports: list[RunReport]) -> dict[str, Any]:
+    """What the HTML shows, as JSON: protocol and rows per run, and the grid captions."""
+    from . import __version__
+
+    return {"fewstep_version": __version__,
+            "runs": [{"title": r.title, "protocol": r.protocol, "rows": r.rows, "grids": [g.caption for g in r.grids]}
+                     for r in reports]}
+
+
+# --- the plot -------------------------------------------------------------------------------------
+
+def quality_plot(reports: list[RunReport]) -> bytes:
+    """Metric mean ± std against NFE (log x), one panel per data set, one line per run and sampler;
+    each run's noise floor is a dashed line."""
+    groups: dict[tuple[str, str], list[RunReport]] = {}
+    for r in reports:
+        if r.rows:
+            groups.setdefault((r.protocol["data"], r.rows[0]["metric"]), []).append(r)
+    plt = pyplot()
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5.5 * max(len(groups), 1), 4.2), squeeze=False)
+    for ax, ((data, metric), members) in zip(axes[0], groups.items()):
+        _plot_panel(ax, data, metric, members)
+    fig.tight_layout()
+    png = figure_png(fig)
+    plt.close(fig)
+    return png
+
+
+def _plot_panel(ax: Any, data: str, metric: str, members: list[RunReport]) -> None:
+    for i, report in enumerate(members):
+        colour_floor = f"C{i}"
+        for j, sampler in enumerate(dict.fromkeys(r["sampler"] for r in report.rows)):
+            rows = sorted((r for r in report.rows if r["sampler"] == sampler and math.isfinite(r["mean"])), key=lambda r: r["nfe"])
+            ax.errorbar([r["nfe"] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
+                        marker="o", ms=4, capsize=2, color=f"C{(i * 3 + j) % 10}", label=f"{report.title}: {sampler}")
+        floors = [r["floor"] for r in report.rows if math.isfinite(r["floor"])]
+        if floors:
+            ax.axhline(sum(floors) / len(floors), ls="--", lw=1, color=colour_floor if len(members) > 1 else "gray",
+                       label=f"{report.title}: noise floor")
+    ax.set_xscale("log")
+    ticks = sorted({r["nfe"] for report in members for r in report.rows})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("NFE (network evaluations per sample)")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_title(f"{data}: {METRIC_LABELS.get(metric, metric)} against NFE (lower is better)", fontsize=10)
+    ax.legend(fontsize=7)
+
+
+# --- the page -------------------------------------------------------------------------------------
+
+def render_html(reports: list[RunReport], plot_png: bytes) -> str:
+    """The whole page as one string."""
+    from . import __version__
+
+    body = [
+        _tag("h1", "fewstep report"),
+        _tag("p", f"fewstep {__version__}; {len(reports)} run(s). Lower is better for every metric; the noise floor is "
+                  "what a perfect generator of the same number of samples scores."),
+        _tag("h2", "Quality against NFE"),
+        _img(plot_png, "quality against NFE", "plot"),
+        _tag("h2", "Results"),
+        _results_table(reports),
+        _tag("h2", "Sampling speed"),
+        _speed_table(reports),
+        _tag("h2", "Protocol"),
+        *[_protocol_section(r) for r in reports],
+        _tag("h2", "Samples"),
+        *[_grids_section(r) for r in reports],
+    ]
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\" />\n<title>fewstep report</title>\n"
+            f"<style>{CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def _tag(name: str, text: str, cls: str = "") -> str:
+    attr = f' class="{html.escape(cls)}"' if cls else ""
+    return f"<{name}{attr}>{html.escape(text)}</{name}>"
+
+
+def _img(png: bytes, alt: str, cls: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img class="{html.escape(cls)}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}" />'
+
+
+def _num(x: float) -> str:
+    if isinstance(x, float) and math.isinf(x):
+        return "∞ (diverged)"
+    if isinstance(x, float) and math.isnan(x):
+        return "–"
+    return f"{x:.4g}"
+
+
+def _table(headers: list[str], rows: list[list[str]], table_id: str, text_columns: int = 1) -> str:
+    """A <table>; the first ``text_columns`` cells of each row are left-aligned text."""
+    head = "<tr>" + "".join(_tag("th", h) for h in headers) + "</tr>"
+    body = ["<tr>" + "".join(_tag("td", c, "text" if k < text_columns else "") for k, c in enumerate(row)) + "</tr>" for row in rows]
+    return f'<table id="{html.escape(table_id)}">\n<thead>{head}</thead>\n<tbody>\n' + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+def _results_table(reports: list[RunReport]) -> str:
+    fid = any("fid" in row for r in reports for row in r.rows)
+    headers = ["run", "data", "sampler", "steps", "NFE", "metric", "mean ± std over seeds", "noise floor"]
+    headers += ["FID mean ± std", "FID floor"] if fid else []
+    cells = []
+    for r in reports:
+        for row in r.rows:
+            line = [r.title, r.protocol["data"], row["sampler"], str(row["steps"]), str(row["nfe"]),
+                    METRIC_LABELS.get(row["metric"], row["metric"]), f"{_num(row['mean'])} ± {_num(row['std'])}", _num(row["floor"])]
+            if fid:
+                line += [f"{_num(row['fid'])} ± {_num(row['fid_std'])}", _num(row["fid_floor"])] if "fid" in row else ["–", "–"]
+            cells.append(line)
+    return _table(headers, cells, "results", text_columns=3)
+
+
+def _speed_table(reports: list[RunReport]) -> str:
+    cells = [[r.title, row["sampler"], str(row["steps"]), str(row["nfe"]), f"{row['samples_per_s']:.1f}", r.protocol.get("device", "")]
+             for r in reports for row in r.rows]
+    return _table(["run", "sampler", "steps", "NFE", "samples/s", "device"], cells, "speed", text_columns=2)
+
+
+def _protocol_section(report: RunReport) -> str:
+    items = [[key, _protocol_value(value)] for key, value in _flatten(report.protocol)]
+    return _tag("h3", report.title) + "\n" + _table(["field", "value"], items, f"protocol-{_slug(report.title)}", text_columns=2)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in d.items():
+        if isinstance(value, dict) and value and all(isinstance(v, (str, int, float, bool, type(None))) for v in value.values()):
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _protocol_value(value: Any) -> str:
+    if isinstance(value, float):
+        return _num(value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_protocol_value(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _grids_section(report: RunReport) -> str:
+    figures = [f"<figure>{_img(g.png, g.caption, 'grid')}{_tag('figcaption', g.caption)}</figure>" for g in report.grids]
+    return _tag("h3", report.title) + '\n<div class="grids">\n' + "\n".join(figures) + "\n</div>"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text).strip("-") or "run"
