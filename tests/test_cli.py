@@ -260,6 +260,9 @@ def test_demo_quick_runs_then_reuses_its_runs(tmp_path: Path) -> None:
         for name in info["pngs"]:
             assert_not_blank(open_png(out / name))
     assert (out / "results.md").is_file()
+    report = json.loads((out / "report.json").read_text())  # report.html from the same rows, not re-evaluated
+    assert [r["rows"] for r in report["runs"]] == [results["datasets"][d]["rows"] for d in ("moons", "digits")]
+    assert "<table" in (out / "report.html").read_text()
     # Each data set has its teacher and, in --quick, one distilled 4-step student in the table.
     for data, info in results["datasets"].items():
         assert any(r["sampler"].startswith("MCM-CD (S=4") and r["nfe"] == 4 for r in info["rows"]), info["rows"]

@@ -41,6 +41,7 @@ def save_json(path: Path, obj: Any) -> None:
 
 
 def save_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename."""
     tmp = _tmp(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)

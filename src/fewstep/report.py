@@ -40,6 +40,8 @@ img.grid { width: 260px; image-rendering: pixelated; } img.plot { max-width: 100
 
 @dataclass
 class Grid:
+    """A PNG (sample grid or scatter plot) and its caption."""
+
     caption: str
     png: bytes
 

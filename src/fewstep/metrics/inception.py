@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,9 @@ def load_inception(path: Path | str, device: str | torch.device = "cpu", flag: s
     if not path.is_file():
         raise UserError(f"{flag}: {path} does not exist; expected the TorchScript file inception-2015-12-05.pt")
     try:
-        model = torch.jit.load(str(path), map_location=device)
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format the file comes in
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load", category=DeprecationWarning)
+            model = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # noqa: BLE001 — any load failure is the user's file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{flag}: {path} is not a loadable TorchScript model ({first})") from None
