@@ -143,6 +143,42 @@ def relations(results: dict) -> list[str]:
     return out + [""]
 
 
+def plot(results: dict, path: Path) -> None:
+    """Quality against network calls (log x): teacher samplers as lines, students as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, data in zip(axes, ("moons", "digits")):
+        teacher = results["runs"].get(f"teacher-{data}", {}).get("rows", [])
+        for sampler, style in (("ddim", "-o"), ("addim", "-s"), ("addim:data_free", "--s"), ("heun", ":^")):
+            rows = sorted((r for r in teacher if r["sampler"] == sampler), key=lambda r: r["nfe"])
+            if rows:
+                ax.plot([r["nfe"] for r in rows], [r["mean"] for r in rows], style, ms=3, label=f"teacher {SAMPLER_NAMES[sampler]}")
+        for kind, marker in (("cd", "*"), ("ct", "D"), ("mect", "P")):
+            pts = [(s, student(results, f"{data}-{kind}-S{s}")) for s in (1, 2, 4, 8, 16)]
+            pts = [(s, r["mean"]) for s, r in pts if r]
+            if pts:
+                ax.plot(*zip(*pts), marker, ms=9 if marker == "*" else 6, label=f"MCM-{kind.upper()}" if kind != "mect" else "multistep ECT")
+        ect = rows_of(results, f"{data}-ect")
+        if ect:
+            ax.plot([r["steps"] for r in ect], [r["mean"] for r in ect], "X", ms=8, label="ECT")
+        if teacher:
+            ax.axhline(teacher[0]["floor"], color="gray", ls="--", lw=1, label="noise floor")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_ylim(top=max(2.0 if data == "moons" else 3000, ax.get_ylim()[0]))
+        ax.set_xlabel("network calls (NFE)")
+        ax.set_ylabel(LABEL[data])
+        ax.set_title(data)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
@@ -159,6 +195,7 @@ def main() -> None:
     total = sum(s for s in (train_seconds(args.runs, n) for n in iters) if s)
     lines.append(f"Runs and iterations: {json.dumps(iters)}. Total training wall-clock: {total / 60:.1f} min.")
     (args.results / "study.md").write_text("\n".join(lines) + "\n")
+    plot(results, args.results / "study.png")
     print("\n".join(lines))
 
 
