@@ -341,3 +341,25 @@ def test_cli_ect_train_and_sample(cli, tmp_path):
     assert code == 0, err
     mect = load(tmp_path / "M")
     assert mect.default_sampler == "consistency" and mect.default_steps == 2
+
+
+def test_two_step_renoise_is_independent_of_the_initial_noise_for_every_seed():
+    """Regression: the sampling stream of seed 0 once reused the initial noise as the "fresh" noise."""
+    from fewstep.param import Prediction
+    from fewstep.sampling import generate
+    from fewstep.schedules import CosineSchedule, t_of_u
+
+    class Echo:  # x̂ = z_t, so the output reveals the re-noise: x = α_mid z_1 + σ_mid ε
+        schedule = CosineSchedule()
+
+        def __call__(self, z_t, t, cond=None):
+            return Prediction(z_t, torch.zeros_like(z_t))
+
+    u_mid = 0.821
+    alpha, sigma = Echo.schedule.alpha_sigma(t_of_u(Echo.schedule, u_mid))
+    for seed in (0, 1, 2):
+        z_1 = torch.randn((4000, 2), generator=torch.Generator().manual_seed(seed))
+        x = generate(Echo(), 4000, (2,), sampler="ect", steps=2, seed=seed, u_mid=u_mid)
+        eps = (x - alpha * z_1) / sigma
+        corr = torch.corrcoef(torch.stack([eps.flatten(), z_1.flatten()]))[0, 1].abs().item()
+        assert corr < 0.05, (seed, corr)

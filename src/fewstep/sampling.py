@@ -51,11 +51,14 @@ def generate(
     ts = time_grid(steps).to(device)
     noise_gen = torch.Generator().manual_seed(seed)
     out = []
-    for i, start in enumerate(range(0, n, batch_size)):
+    for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         z = torch.randn((count, *shape), generator=noise_gen).to(device)
-        # Stochastic samplers draw from their own stream, seeded per batch.
-        step_gen = torch.Generator(device=device).manual_seed(seed * 100_003 + i)
+        # Stochastic samplers draw from their own stream, seeded per batch from the noise stream: a seed
+        # computed from ``seed`` alone (e.g. seed·K + i) equals the noise seed for seed 0, and then the
+        # "fresh" noise of a re-noising step is the initial noise again.
+        step_seed = int(torch.randint(0, 2**62, (1,), generator=noise_gen))
+        step_gen = torch.Generator(device=device).manual_seed(step_seed)
         c = None if cond is None else cond[start : start + count].to(device)
         x = SAMPLERS[sampler](denoiser, z, ts, cond=c, generator=step_gen, **options)
         out.append(x.float().cpu())
