@@ -135,6 +135,7 @@ def _plot_panel(ax: Any, data: str, metric: str, members: list[RunReport]) -> No
             ax.axhline(sum(floors) / len(floors), ls="--", lw=1, color=colour_floor if len(members) > 1 else "gray",
                        label=f"{report.title}: noise floor")
     ax.set_xscale("log")
+    ax.set_yscale("log")  # few-step errors span orders of magnitude; near the floor a linear axis hides them
     ticks = sorted({r["nfe"] for report in members for r in report.rows})
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
