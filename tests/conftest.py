@@ -123,3 +123,38 @@ def moons_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = run_fewstep("train", "--out", root / "run", *TINY_MOONS, cwd=root)
     assert proc.returncode == 0, proc.stderr
     return root / "run"
+
+
+class Spy:
+    """Wraps a denoiser; records every call: input, time, grad mode, global RNG state, x̂."""
+
+    def __init__(self, denoiser) -> None:
+        self.denoiser, self.schedule = denoiser, denoiser.schedule
+        self.calls: list[dict] = []
+
+    def __call__(self, z_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
+        rng = torch.get_rng_state()
+        out = self.denoiser(z_t, t, cond)
+        self.calls.append({"z": z_t.detach().clone(), "t": batch_times(t, z_t).clone(), "grad": torch.is_grad_enabled(),
+                           "rng": rng, "x_hat": out.x_hat.detach().clone()})
+        return out
+
+    def online(self) -> dict:
+        (call,) = [c for c in self.calls if c["grad"]]
+        return call
+
+    def references(self) -> list[dict]:
+        return [c for c in self.calls if not c["grad"]]
+
+    def reference(self) -> dict:
+        (call,) = self.references()
+        return call
+
+
+def mlp_denoiser(dim: int = 3, dropout: float = 0.0, seed: int = 0):
+    """A small random MLP denoiser (cosine schedule, v-prediction), seeded."""
+    from fewstep.models import MLP
+    from fewstep.param import Denoiser
+
+    torch.manual_seed(seed)
+    return Denoiser(MLP(dim, width=32, depth=2, dropout=dropout), CosineSchedule())

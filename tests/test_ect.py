@@ -8,15 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from torch import Tensor
+from conftest import Spy, mlp_denoiser
 
 from fewstep.config import TrainConfig
 from fewstep.errors import UserError
-from fewstep.models import MLP
 from fewstep.objectives import ECTObjective, MultistepECTObjective, make_objective
 from fewstep.objectives.ect import default_huber_c, ect_loss, ect_r, ect_weight, sample_u, segment_r, stage_at
-from fewstep.objectives.multistep import SegmentTimes, consistency_loss, consistency_target, pseudo_huber
-from fewstep.param import Denoiser, Prediction, batch_times, expand_like
+from fewstep.objectives.multistep import consistency_loss, consistency_target, pseudo_huber
+from fewstep.param import Prediction, expand_like
 from fewstep.samplers import ect
 from fewstep.sampling import generate
 from fewstep.schedules import CosineSchedule, InterpolatedSchedule, t_of_u, time_grid, u_of_t, u_range
@@ -26,31 +25,9 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def mlp_denoiser(dim: int = 3, dropout: float = 0.0, seed: int = 0) -> Denoiser:
-    torch.manual_seed(seed)
-    return Denoiser(MLP(dim, width=32, depth=2, dropout=dropout), CosineSchedule())
 
 
-class Spy:
-    """Wraps a denoiser; records every call: input, time, grad mode, global RNG state, x̂."""
 
-    def __init__(self, denoiser) -> None:
-        self.denoiser, self.schedule = denoiser, denoiser.schedule
-        self.calls: list[dict] = []
-
-    def __call__(self, z_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
-        rng = torch.get_rng_state()
-        out = self.denoiser(z_t, t, cond)
-        self.calls.append({"z": z_t.detach().clone(), "t": batch_times(t, z_t).clone(), "grad": torch.is_grad_enabled(),
-                           "rng": rng, "x_hat": out.x_hat.detach().clone()})
-        return out
-
-    def online(self) -> dict:
-        (call,) = [c for c in self.calls if c["grad"]]
-        return call
-
-    def references(self) -> list[dict]:
-        return [c for c in self.calls if not c["grad"]]
 
 
 # --- u = σ/α ↔ t ------------------------------------------------------------------------------------
@@ -345,7 +322,6 @@ def test_cli_ect_train_and_sample(cli, tmp_path):
 
 def test_two_step_renoise_is_independent_of_the_initial_noise_for_every_seed():
     """Regression: the sampling stream of seed 0 once reused the initial noise as the "fresh" noise."""
-    from fewstep.param import Prediction
     from fewstep.sampling import generate
     from fewstep.schedules import CosineSchedule, t_of_u
 

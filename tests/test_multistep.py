@@ -12,10 +12,9 @@ import math
 
 import pytest
 import torch
-from conftest import GaussianDenoiser
+from conftest import GaussianDenoiser, Spy, mlp_denoiser
 from torch import Tensor
 
-from fewstep.models import MLP
 from fewstep.objectives.multistep import (
     MultistepObjective,
     SegmentTimes,
@@ -24,7 +23,7 @@ from fewstep.objectives.multistep import (
     pseudo_huber,
     segment_times,
 )
-from fewstep.param import Denoiser, Prediction, batch_times, expand_like
+from fewstep.param import Prediction, expand_like
 from fewstep.samplers import addim_step, consistency, ddim_step, inv_ddim
 from fewstep.schedules import CosineSchedule, alpha_sigma_from_logsnr, time_grid
 
@@ -94,32 +93,9 @@ class ExactFlowObjective(MultistepObjective):
         return self.g.flow_map(z_t, times.t, times.s)
 
 
-class Spy:
-    """Wraps a denoiser; records every call: input, time, grad mode, global RNG state, x̂."""
-
-    def __init__(self, denoiser) -> None:
-        self.denoiser, self.schedule = denoiser, denoiser.schedule
-        self.calls: list[dict] = []
-
-    def __call__(self, z_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
-        rng = torch.get_rng_state()
-        out = self.denoiser(z_t, t, cond)
-        self.calls.append({"z": z_t.detach().clone(), "t": batch_times(t, z_t).clone(), "grad": torch.is_grad_enabled(),
-                           "rng": rng, "x_hat": out.x_hat.detach().clone()})
-        return out
-
-    def online(self) -> dict:
-        (call,) = [c for c in self.calls if c["grad"]]
-        return call
-
-    def reference(self) -> dict:
-        (call,) = [c for c in self.calls if not c["grad"]]
-        return call
 
 
-def mlp_denoiser(dim: int = 3, dropout: float = 0.0, seed: int = 0) -> Denoiser:
-    torch.manual_seed(seed)
-    return Denoiser(MLP(dim, width=32, depth=2, dropout=dropout), CosineSchedule())
+
 
 
 def all_times(S: int, n_seg: int, repeat: int = 1) -> SegmentTimes:
