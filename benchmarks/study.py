@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,7 @@ from fewstep.config import TrainConfig, preset_for, student_config
 from fewstep.data import load_dataset
 from fewstep.evaluation import evaluate_run
 from fewstep.io import save_json
-from fewstep.train.checkpoint import load_checkpoint
-from fewstep.train.loop import train
+from fewstep.train.loop import ensure_trained
 
 STEPS = [1, 2, 4, 8, 16, 64, 256]
 SAMPLERS = ["ddim", "addim", "addim:data_free", "heun"]
@@ -77,20 +75,6 @@ def student_specs() -> list[Spec]:
     return specs
 
 
-def ensure_trained(config: TrainConfig, workdir: Path) -> float:
-    """Train, resume or reuse; returns the seconds spent now."""
-    if (workdir / "checkpoint.json").is_file():
-        ckpt = load_checkpoint(workdir)
-        if ckpt.step >= config.iters:
-            return 0.0
-        resume = ckpt.config == config
-    else:
-        resume = False
-    tick = time.perf_counter()
-    train(config, workdir, resume=resume)
-    return time.perf_counter() - tick
-
-
 def cached_eval(workdir: Path, samplers: list[str], steps: list[int], data: str) -> list[dict[str, Any]]:
     key = f"eval-{'_'.join(samplers).replace(':', '-')}-{'_'.join(map(str, steps))}-n{N_EVAL[data]}.json"
     path = workdir / key
@@ -121,7 +105,7 @@ def main() -> None:
     for data in ("moons", "digits"):
         workdir = args.runs / f"teacher-{data}"
         config = teacher_config(data)
-        seconds = ensure_trained(config, workdir)
+        _, seconds = ensure_trained(config, workdir, overwrite=True)  # a run of other settings is stale: retrain
         record(f"teacher-{data}", data=data, group="teacher", iters=config.iters, train_seconds_now=round(seconds, 1))
         if "samplers" in args.only:
             rows = cached_eval(workdir, SAMPLERS, STEPS, data) + cached_eval(workdir, ["ddim", "addim"], [512], data)
@@ -134,7 +118,7 @@ def main() -> None:
         for spec in student_specs():
             workdir = args.runs / spec.name
             config = student(spec.data, args.runs / f"teacher-{spec.data}", **spec.fields)
-            seconds = ensure_trained(config, workdir)
+            _, seconds = ensure_trained(config, workdir, overwrite=True)  # a run of other settings is stale: retrain
             run = load(workdir)
             rows = cached_eval(workdir, list(spec.samplers), list(spec.steps or [config.student_steps]), spec.data)
             record(spec.name, data=spec.data, group=spec.group, iters=config.iters, fields=spec.fields,

@@ -6,7 +6,6 @@ self-contained page); a run already in the output folder is reused (an interrupt
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -32,44 +31,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _ensure_run(config: Any, workdir: Path, dataset: Any, overwrite: bool) -> float:
-    """Train ``config`` in ``workdir``, or reuse it when finished, or resume it when interrupted;
-    returns the seconds spent. A run with other settings is replaced only with ``--overwrite``."""
-    from ..train.checkpoint import load_checkpoint, remove_run
-    from ..train.loop import train
+    """Train, resume or reuse the run in ``workdir`` (see :func:`fewstep.train.loop.ensure_trained`)."""
+    from ..train.loop import ensure_trained
 
-    resume = False
-    if (workdir / "checkpoint.json").is_file():
-        ckpt = load_checkpoint(workdir, flag="--out")
-        same = dataclasses.replace(ckpt.config, device=config.device) == config
-        if same and ckpt.step >= config.iters:
-            print(f"[demo] reusing {workdir} ({ckpt.step} iterations)")
-            return 0.0
-        if not same and not overwrite:
-            raise UserError(f"--out: {workdir} holds a run with other settings; pass --overwrite to retrain it")
-        resume = same
-        if not same:
-            remove_run(workdir)
-    tick = time.perf_counter()
-    print(f"[demo] training {workdir.name}: {config.objective}, {config.iters} iterations, {config.model.name}")
-    train(config, workdir, dataset=dataset, resume=resume)
-    return time.perf_counter() - tick
+    print(f"[demo] {workdir.name}: {config.objective}, {config.iters} iterations, {config.model.name}")
+    status, seconds = ensure_trained(config, workdir, dataset=dataset, overwrite=overwrite)
+    if status == "reused":
+        print(f"[demo] reusing {workdir}")
+    return seconds
 
 
-def _pngs(run: Any, data: str, out: Path, plan: dict[str, Any]) -> list[str]:
-    from ..data import load_dataset
+def _png(run: Any, dataset: Any, path: Path, title: str, **sample_kw: Any) -> str:
+    """Samples of ``run`` as a PNG (a grid, or a scatter over held-out points); returns the file name."""
     from ..io import save_png
 
-    reference = load_dataset(data)
-    ref_points = reference.to_data_units(reference.heldout[:2000]) if reference.kind == "points" else None
-    written = []
-    for sampler in plan["samplers"]:
-        for steps in (s for s in PNG_STEPS if s in plan["steps"] or s == plan["steps"][-1]):
-            n = 1000 if reference.kind == "points" else 100
-            samples = run.sample(n, steps=steps, sampler=sampler, seed=0)
-            path = out / f"{data}_{sampler}_{steps}steps.png"
-            save_png(path, samples, reference.kind, title=f"{data}: {sampler}, {steps} steps", reference=ref_points)
-            written.append(path.name)
-    return written
+    points = dataset.kind == "points"
+    reference = dataset.to_data_units(dataset.heldout[:2000]) if points else None
+    save_png(path, run.sample(1000 if points else 100, seed=0, **sample_kw), dataset.kind, title=title, reference=reference)
+    return path.name
+
+
+def _pngs(run: Any, dataset: Any, out: Path, plan: dict[str, Any]) -> list[str]:
+    steps = [s for s in PNG_STEPS if s in plan["steps"] or s == plan["steps"][-1]]
+    return [_png(run, dataset, out / f"{dataset.name}_{sampler}_{s}steps.png", f"{dataset.name}: {sampler}, {s} steps",
+                 steps=s, sampler=sampler) for sampler in plan["samplers"] for s in steps]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -77,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
     from ..data import load_dataset
     from ..evaluation import evaluate_run, format_table
     from ..config import override, preset_for, student_config
-    from ..io import save_json, save_png
+    from ..io import save_json
     from ..report import collect, grids_from_files, write_report
 
     plan = QUICK if args.quick else FULL
@@ -98,7 +83,7 @@ def run(args: argparse.Namespace) -> None:
         run_ = load(workdir, device=args.device)
         seeds = tuple(range(plan["seeds"]))
         rows = evaluate_run(run_, dataset, plan["samplers"], plan["steps"], n=plan["n"][data], seeds=seeds)
-        pngs = _pngs(run_, data, out, plan)
+        pngs = _pngs(run_, dataset, out, plan)
         stages[f"evaluate {data} teacher"] = time.perf_counter() - tick
         for s in plan["students"]:
             student_dir = out / f"{data}-cd-S{s}"
@@ -108,10 +93,7 @@ def run(args: argparse.Namespace) -> None:
             student = load(student_dir, device=args.device)
             for row in evaluate_run(student, dataset, ["consistency"], [s], n=plan["n"][data], seeds=seeds):
                 rows.append({**row, "sampler": f"MCM-CD (S={s}, {config.iters} it)"})
-            png = out / f"{data}_mcm-cd_{s}steps.png"
-            save_png(png, student.sample(1000 if dataset.kind == "points" else 100, seed=0), dataset.kind,
-                     title=f"{data}: MCM-CD, {s} steps")
-            pngs.append(png.name)
+            pngs.append(_png(student, dataset, out / f"{data}_mcm-cd_{s}steps.png", f"{data}: MCM-CD, {s} steps"))
             stages[f"evaluate {data} S={s}"] = time.perf_counter() - tick
         table = format_table(rows, title=f"{data}: teacher of {run_.step} iterations, and its distilled students")
         print(table, flush=True)

@@ -110,6 +110,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
 
         return override(load_checkpoint(args.out, flag="--resume").config, iters=args.iters), None
     student = args.objective != "diffusion"
+    dataset = None
     if student and args.teacher and args.teacher != "ideal":
         base = _student_base(args)
     else:
@@ -117,10 +118,11 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
             raise UserError("--data: required (a built-in name or a path)")
         if args.data not in BUILTINS and Path(args.data).exists():
             args.data = str(Path(args.data).resolve())  # the run must find its data from any folder
-        base = preset_for(args.data, load_dataset(args.data).kind)
+        dataset = load_dataset(args.data)  # loaded once: mnist takes seconds
+        base = preset_for(args.data, dataset.kind)
         if student:
             base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=args.init or "none", ema_halflife_frac=0.1)
-    dataset = load_dataset(base.data)
+    dataset = dataset or load_dataset(base.data)
     if student:
         base = override(base, student_steps=args.student_steps, teacher_sampler=args.teacher_sampler, n0=args.n0, n1=args.n1,
                         anneal_frac=args.anneal_frac, eta=args.eta, huber_c=args.huber_c, weighting=args.weighting,

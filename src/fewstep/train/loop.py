@@ -197,3 +197,32 @@ def quick_eval(denoiser: Denoiser, dataset: Dataset, config: TrainConfig, object
                        device=next(denoiser.parameters()).device, **options)
     metrics = evaluate_samples(dataset, samples.cpu())
     return {"sampler": sampler, "steps": steps, **metrics}
+
+
+def ensure_trained(
+    config: TrainConfig, workdir: Path | str, *, dataset: Dataset | None = None, overwrite: bool = False,
+    flag: str = "--out",
+) -> tuple[str, float]:
+    """Reuse a finished run of ``config`` in ``workdir``, resume an interrupted one, or train it.
+
+    Returns ("reused" | "resumed" | "trained", seconds spent). A run there with other settings is
+    replaced only when ``overwrite`` (the device a run was trained on does not count as a setting).
+    """
+    from .checkpoint import remove_run
+    from ..errors import UserError
+
+    workdir = Path(workdir)
+    resume = False
+    if (workdir / "checkpoint.json").is_file():
+        ckpt = load_checkpoint(workdir, flag=flag)
+        same = dataclasses.replace(ckpt.config, device=config.device) == config
+        if same and ckpt.step >= config.iters:
+            return "reused", 0.0
+        if not same and not overwrite:
+            raise UserError(f"{flag}: {workdir} holds a run with other settings; pass --overwrite to retrain it")
+        resume = same
+        if not same:
+            remove_run(workdir)
+    tick = time.perf_counter()
+    train(config, workdir, dataset=dataset, resume=resume)
+    return ("resumed" if resume else "trained"), time.perf_counter() - tick
