@@ -1,4 +1,4 @@
-"""Shared fixtures: the exact denoiser of Gaussian data (SPEC §8); CLI helpers and a tiny trained run."""
+"""Shared fixtures: the exact denoiser of Gaussian data (docs/math.md §8); CLI helpers and a tiny trained run."""
 from __future__ import annotations
 
 import os
@@ -20,7 +20,7 @@ torch.set_num_threads(1)
 
 
 class GaussianDenoiser:
-    """Exact E[x | z_t] for x ~ N(μ, s² I) (SPEC §8), with the closed-form posterior and flow map."""
+    """Exact E[x | z_t] for x ~ N(μ, s² I) (docs/math.md §8), with the closed-form posterior and flow map."""
 
     def __init__(self, schedule: Schedule, mu: Tensor, std: float) -> None:
         self.schedule = schedule

@@ -2,7 +2,7 @@
 
 Mapping: diffusers' training index i ∈ {0, …, T−1} is our time t_i = (i + 1)/T, with
 ᾱ_i = α(t_i)² = sigmoid(λ(t_i)); its ``prev_timestep = timestep − T // num_inference_steps`` < 0 is
-``set_alpha_to_one`` (ᾱ = 1), our s = 0 with α_0 = 1, σ_0 = 0 (SPEC §1).
+``set_alpha_to_one`` (ᾱ = 1), our s = 0 with α_0 = 1, σ_0 = 0 (docs/math.md §1).
 """
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def test_ddim_step_matches_diffusers(setup, prediction_type, spacing, steps):
         x_hat = denoiser(z_t, t).x_hat
         ours = ddim_step(schedule, x_hat, z_t, t, s)
         assert ours.dtype == torch.float32
-        # Our side is fp32 (SPEC §1); compare relative to the size of the result.
+        # Our side is fp32 (docs/math.md §1); compare relative to the size of the result.
         err = (ours.double() - theirs).abs().max() / theirs.abs().max()
         assert err < 2e-6, (timestep, prev, err.item())  # measured ≤ 2.4e-7; off-by-one t gives ≥ 6e-4
         if prev < 0:  # set_alpha_to_one: the last step returns x̂ itself

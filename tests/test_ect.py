@@ -1,4 +1,4 @@
-"""Easy Consistency Tuning (SPEC §7): u ↔ t, the curriculum r(u), u's redraws, the r = 0 limit, the
+"""Easy Consistency Tuning (docs/math.md §7): u ↔ t, the curriculum r(u), u's redraws, the r = 0 limit, the
 shared dropout mask, the 1-/2-step sampler, multistep ECT and a CLI smoke run."""
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_u_t_round_trip(schedule):
         assert u_lo == pytest.approx(math.exp(-7.5), rel=1e-5) and u_hi == pytest.approx(math.exp(7.5), rel=1e-5)
 
 
-# --- the curriculum (SPEC §7 step 2) ----------------------------------------------------------------
+# --- the curriculum (docs/math.md §7 step 2) ----------------------------------------------------------------
 
 def test_stage_schedule():
     # iters_per_stage = iters/8: 800 iterations → 100 per stage; 20 iterations → 2.5 per stage.
@@ -89,7 +89,7 @@ def test_multistep_r_matches_spec():
     assert segment_r(*args, 0, 2.0, 8.0, 1.0).item() == 0.5
 
 
-# --- u ~ LogNormal, redrawn into the schedule's range (SPEC §7 step 1) -------------------------------
+# --- u ~ LogNormal, redrawn into the schedule's range (docs/math.md §7 step 1) -------------------------------
 
 def test_sample_u_redraws_instead_of_clipping():
     schedule = CosineSchedule()
@@ -123,7 +123,7 @@ def test_sigma_data_rescales_p_mean_and_u_mid():
         ECTObjective(iters=80, sigma_data=1.0, weighting="snr1")
 
 
-# --- the loss (SPEC §7 steps 3–5) --------------------------------------------------------------------
+# --- the loss (docs/math.md §7 steps 3–5) --------------------------------------------------------------------
 
 @pytest.mark.parametrize("weighting", ["ect", "inv_gap"])
 def test_r_zero_is_denoising_loss(weighting):
@@ -189,7 +189,7 @@ def test_reference_and_online_share_dropout_mask():
     assert torch.equal(ref["x_hat"], online["x_hat"]) and (out.per_example == 0).all()
 
 
-# --- sampling (SPEC §7 step 6) ------------------------------------------------------------------------
+# --- sampling (docs/math.md §7 step 6) ------------------------------------------------------------------------
 
 def test_ect_sampler_calls_and_one_step():
     spy = Spy(mlp_denoiser(dim=2))

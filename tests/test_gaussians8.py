@@ -1,4 +1,4 @@
-"""The exact Gaussian-mixture denoiser (SPEC §8) against Monte-Carlo posteriors, and gaussians8's units."""
+"""The exact Gaussian-mixture denoiser (docs/math.md §8) against Monte-Carlo posteriors, and gaussians8's units."""
 from __future__ import annotations
 
 import pytest
@@ -78,7 +78,7 @@ def gaussians8():
 @pytest.mark.parametrize("t", T_VALUES)
 def test_ideal_denoiser_matches_monte_carlo_on_training_data(gaussians8, t):
     # The prior samples are the data set's own training points in model units, so this also checks
-    # that the ideal denoiser uses the same standardisation as the data (SPEC §8).
+    # that the ideal denoiser uses the same standardisation as the data (docs/math.md §8).
     denoiser = ideal_denoiser(gaussians8, CosineSchedule())
     assert isinstance(denoiser, GaussianMixtureDenoiser)
     check_against_mc(denoiser, gaussians8.train, probe_points(denoiser, denoiser.means, t, seed=3), t)

@@ -1,6 +1,6 @@
-"""Multistep consistency distillation / training (SPEC §5, §6) against the closed forms of Gaussian data.
+"""Multistep consistency distillation / training (docs/math.md §5, §6) against the closed forms of Gaussian data.
 
-Precision. Time grids and ``CosineSchedule`` are float32 (SPEC §1); DDIM/invDDIM form their coefficients
+Precision. Time grids and ``CosineSchedule`` are float32 (docs/math.md §1); DDIM/invDDIM form their coefficients
 (σ_s/σ_t, c = α_s − α_t σ_s/σ_t) in the schedule's dtype. Each limit is therefore checked twice where
 it matters: once with :class:`Cosine64` (the same cosine schedule evaluated in float64 from the same
 float32 times), where the identities hold to ~1e-12, and once with the real float32 schedule, with a
@@ -109,7 +109,7 @@ def gaussian_data(n: int, seed: int) -> Tensor:
     return MU + STD * torch.randn(n, len(MU), generator=gen(seed), dtype=torch.float64)
 
 
-# --- limit 1: the exact student has zero loss (SPEC §5) -----------------------------------------
+# --- limit 1: the exact student has zero loss (docs/math.md §5) -----------------------------------------
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("S", [1, 2, 4, 8])
@@ -283,7 +283,7 @@ def test_consistency_sampler_with_exact_student_is_flow_map(S, precision):
     assert torch.allclose(out, exact, rtol=0, atol=tol), (out - exact).abs().max()
 
 
-# --- CD vs CT (SPEC §5 steps 4–5) -------------------------------------------------------------------
+# --- CD vs CT (docs/math.md §5 steps 4–5) -------------------------------------------------------------------
 
 def test_cd_and_ct_agree_through_the_posterior():
     """What holds, precisely, for Gaussian data with the exact denoiser x̂ = E[x|z_t]:
@@ -293,7 +293,7 @@ def test_cd_and_ct_agree_through_the_posterior():
         DDIM_{t→s}(x̂, z_t)), hence the same target for any student.
     (b) For the true x (any sample of x | z_t), z_s^CT − z_s^CD = c·(x − x̂) exactly, with
         c = α_s − α_t σ_s/σ_t: CT's z_s is CD's plus zero-mean posterior noise (its second moment
-        c²·tr Var[x|z_t] is what aDDIM adds back, SPEC §4).
+        c²·tr Var[x|z_t] is what aDDIM adds back, docs/math.md §4).
     (c) Hence E[z_s^CT | z_t] = z_s^CD; and where the target is affine in z_s — true for the exact
         student of Gaussian data, whose x̂ is affine in z — E[target^CT | z_t] = target^CD. Checked
         with antithetic posterior samples (their mean is x̂ exactly, so no Monte-Carlo error).
@@ -446,7 +446,7 @@ def test_sample_times_cover_the_grid():
     assert torch.equal(times.s == times.t_step, n == 1)
 
 
-# --- the aDDIM teacher step (SPEC §5 step 5, §4 a) -----------------------------------------------
+# --- the aDDIM teacher step (docs/math.md §5 step 5, §4 a) -----------------------------------------------
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 def test_teacher_step_addim_ddim_and_ct(precision):

@@ -1,4 +1,4 @@
-"""Samplers against the closed forms of Gaussian data (SPEC §3, §4, §6, §8)."""
+"""Samplers against the closed forms of Gaussian data (docs/math.md §3, §4, §6, §8)."""
 from __future__ import annotations
 
 import pytest
@@ -45,7 +45,7 @@ class CallCounter:
         return self.denoiser(z_t, t, cond)
 
 
-# --- DDIM, invDDIM (SPEC §3) -----------------------------------------------------------------
+# --- DDIM, invDDIM (docs/math.md §3) -----------------------------------------------------------------
 
 def test_ddim_converges_at_first_order(gaussian_denoiser):
     g = gaussian_denoiser
@@ -54,7 +54,7 @@ def test_ddim_converges_at_first_order(gaussian_denoiser):
     errors = [rel_error(ddim(g, z1, time_grid(n)), exact, g.mu) for n in (64, 128, 256, 512)]
     ratios = [a / b for a, b in zip(errors, errors[1:])]
     assert all(1.7 < r < 2.3 for r in ratios), (errors, ratios)
-    assert errors[-1] < 1e-2, errors  # SPEC §8: ~0.3% at 512 steps
+    assert errors[-1] < 1e-2, errors  # docs/math.md §8: ~0.3% at 512 steps
 
 
 def test_heun_converges_faster_than_ddim(gaussian_denoiser):
@@ -88,7 +88,7 @@ def test_ddim_step_matches_spec_formula():
     s = t * torch.rand(8, generator=gen(7))
     (a_t, s_t), (a_s, s_s) = ab(schedule, t, z_t), ab(schedule, s, z_t)
     expected = a_s * x_hat + (s_s / s_t) * (z_t - a_t * x_hat)
-    # The schedule is fp32 (SPEC §1); σ_s/σ_t is formed in fp32 inside ddim_step.
+    # The schedule is fp32 (docs/math.md §1); σ_s/σ_t is formed in fp32 inside ddim_step.
     assert torch.allclose(ddim_step(schedule, x_hat, z_t, t, s), expected, rtol=1e-6, atol=1e-6)
 
 
@@ -101,7 +101,7 @@ def test_inv_ddim_inverts_ddim(gap, dtype):
     s = torch.zeros(256) if gap == "to_zero" else (t - gap).clamp_min(0.0)
     z_s = ddim_step(schedule, x, z_t, t, s)
     back = inv_ddim(schedule, z_s, z_t, t, s)
-    # invDDIM divides by c = α_s − α_t σ_s/σ_t, computed from the fp32 schedule (SPEC §1), so the
+    # invDDIM divides by c = α_s − α_t σ_s/σ_t, computed from the fp32 schedule (docs/math.md §1), so the
     # round trip is exact up to ~fp32 rounding / c (c ≈ 1.6e-3 for a 1/1000 step).
     (a_t, s_t), (a_s, s_s) = ab(schedule, t, x), ab(schedule, s, x)
     c = a_s - a_t * s_s / s_t  # [B, 1]
@@ -111,7 +111,7 @@ def test_inv_ddim_inverts_ddim(gap, dtype):
         assert torch.equal(back, z_s)  # c = 1, σ_0 = 0: invDDIM to 0 is the identity on z_0 = x
 
 
-# --- aDDIM (SPEC §4) -------------------------------------------------------------------------
+# --- aDDIM (docs/math.md §4) -------------------------------------------------------------------------
 
 def test_addim_norm_identity_one_step():
     # ‖z_s − α_s x̂‖² = σ_s²‖ε̂‖² + d·c²·v_t, exactly, per example.
@@ -151,7 +151,7 @@ def test_addim_restores_missing_norm_monte_carlo(gaussian_denoiser, t, s):
     expected = c**2 * d * var.item()
     se = gap.std().item() / n**0.5
     assert abs(gap.mean().item() - expected) < 5 * se + 1e-12, (gap.mean().item(), expected, se)
-    # aDDIM with the true v_t reproduces the expected squared distance from α_s x̂ (SPEC §4).
+    # aDDIM with the true v_t reproduces the expected squared distance from α_s x̂ (docs/math.md §4).
     z_addim = addim_step(schedule, pred.x_hat, z_t, t, s, var[:, 0])
     dist_star = (z_star - a_s * pred.x_hat).pow(2).sum(1)
     dist_addim = (z_addim - a_s * pred.x_hat).pow(2).sum().item()
@@ -235,7 +235,7 @@ def test_consistency_makes_s_calls_and_equals_ddim(gaussian_denoiser):
         assert torch.equal(out, ddim(gaussian_denoiser, z1, time_grid(steps)))
 
 
-# --- v_t choices (SPEC §4 b, c) ----------------------------------------------------------------
+# --- v_t choices (docs/math.md §4 b, c) ----------------------------------------------------------------
 
 def test_variance_table_measure_matches_posterior_variance(gaussian_denoiser):
     g, n, d, eta = gaussian_denoiser, 8000, 4, 0.75

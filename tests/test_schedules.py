@@ -1,4 +1,4 @@
-"""Schedules (SPEC §1): closed forms, inverses, end points, round trips, time grids."""
+"""Schedules (docs/math.md §1): closed forms, inverses, end points, round trips, time grids."""
 from __future__ import annotations
 
 import json
@@ -29,7 +29,7 @@ times = st.floats(0.0, 1.0, allow_nan=False)
 
 
 def logsnr_cos_f64(t: torch.Tensor, lmin: float = -15.0, lmax: float = 15.0) -> torch.Tensor:
-    """λ_cos(t) = −2 log tan(a + t (b − a)) in float64 (SPEC §1), the reference."""
+    """λ_cos(t) = −2 log tan(a + t (b − a)) in float64 (docs/math.md §1), the reference."""
     a, b = math.atan(math.exp(-lmax / 2)), math.atan(math.exp(-lmin / 2))
     return -2.0 * torch.log(torch.tan(a + t.double() * (b - a)))
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Sequence
 
-from .api import Run
+from .runs import Run
 from .data import Dataset
 from .metrics import aggregate, evaluate_samples
-from .sampling import nfe
 
 SEEDS = (0, 1, 2)
 TEACHER_STEPS = (1, 2, 4, 8, 16, 64)
@@ -25,21 +24,14 @@ def primary_metric(dataset: Dataset) -> str:
     return "fd_classifier"
 
 
-def parse_sampler(spec: str) -> tuple[str, str, str]:
-    """``addim:data_free`` → ("addim", "data_free", "addim"); ``addim:table:xhat`` ends with x̂ instead of
-    aDDIM's last step (SPEC §4). A plain name uses the variance table where there is one."""
-    name, variance, final = (spec.split(":") + ["", ""])[:3]
-    return name, variance or "table", final or "addim"
-
-
 def default_plan(run: Run, teacher_steps: Sequence[int] = TEACHER_STEPS,
                  teacher_samplers: Sequence[str] = ("ddim",)) -> tuple[list[str], list[int]]:
     """(samplers, steps) a run is evaluated with: a teacher's at ``teacher_steps``; a student's own sampler
     at its own steps (S for a multistep student, 1 and 2 for ECT)."""
-    if run.default_sampler == "ect":
+    if run.sampler.name == "ect":
         return ["ect"], [1, 2]
     if run.is_student:
-        return [run.default_sampler], [run.default_steps]
+        return [run.sampler.name], [run.default_steps]
     return list(teacher_samplers), list(teacher_steps)
 
 
@@ -60,12 +52,12 @@ def evaluate_run(
     key = primary_metric(dataset)
     rows = []
     for spec in samplers:
-        name, variance, final = parse_sampler(spec)
         for s in steps:
+            sampler = run.spec(spec, s)
             values, floors, seconds, extras, added = [], [], 0.0, {}, []
             for seed in seeds:
                 tick = time.perf_counter()
-                samples = run.sample_tensor(n, steps=s, sampler=name, seed=seed, variance=variance, final=final)
+                samples = run.sample_tensor(n, sampler=sampler, seed=seed)
                 seconds += time.perf_counter() - tick
                 if not bool(samples.isfinite().all()):  # a diverged sampler scores inf, not a crash
                     values.append(float("inf"))
@@ -79,7 +71,7 @@ def evaluate_run(
                     added.append(extra(dataset, samples, seed_floor=seed))
             spread = aggregate(values)
             rows.append({
-                "sampler": spec, "steps": s, "nfe": nfe(name, s), "metric": key,
+                "sampler": spec, "steps": s, "nfe": sampler.nfe(), "metric": key,
                 "mean": spread["mean"], "std": spread["std"], "values": values, "floor": sum(floors) / len(floors) if floors else float("nan"),
                 "n_samples": n, "seeds": list(seeds), "samples_per_s": n * len(seeds) / max(seconds, 1e-9),
                 **{k: v for k, v in extras.items() if k in ROW_EXTRAS}, **_spread(added),

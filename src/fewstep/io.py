@@ -1,11 +1,12 @@
-"""Writing results without ever leaving a half-written file: temp file, then rename."""
+"""Writing results without ever leaving a half-written file (temp file, fsync, rename), and checksums."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
@@ -21,30 +22,58 @@ def check_writable(path: Path, flag: str, overwrite: bool) -> Path:
     return path
 
 
-def _tmp(path: Path) -> Path:
-    """A temporary sibling of ``path``; its folder is made only now, when there is something to write."""
+def sha256_file(path: Path | str) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform without directory handles
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(file)`` on a temporary sibling, fsync it, rename it over ``path`` and
+    fsync the folder: a crash leaves the old file or the new one, never a part. The folder is made only
+    now, when there is something to write."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
 
 
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    tmp = _tmp(path)
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+def save_bytes(path: Path | str, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
 
 
-def save_json(path: Path, obj: Any) -> None:
-    tmp = _tmp(path)
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+def save_text(path: Path | str, text: str) -> None:
+    save_bytes(path, text.encode())
 
 
-def save_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    tmp = _tmp(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def save_json(path: Path | str, obj: Any, indent: int = 2) -> None:
+    save_text(path, json.dumps(obj, indent=indent))
+
+
+def save_npz(path: Path | str, **arrays: np.ndarray) -> None:
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def save_png(path: Path, samples: np.ndarray, kind: str, title: str = "", reference: np.ndarray | None = None) -> None:

@@ -1,13 +1,14 @@
-"""The `Denoiser`: a backbone plus a schedule and a parameterisation (SPEC §2).
+"""The `Denoiser`: a backbone plus a schedule and a parameterisation (docs/math.md §2).
 
-Notation (SPEC → code):
+Notation (math.md → code):
     F(z_t, t, cond)   ``backbone``   raw network output
     x̂, ε̂, v̂          ``x_hat``, ``eps_hat``, ``v_hat``
     z_t               ``z_t``        noisy input, z_t = α_t x + σ_t ε
 
 Samplers and objectives see only denoisers: anything callable as ``denoiser(z_t, t, cond)`` that
-returns a :class:`Prediction` works everywhere (our MLP/UNet, a foreign ``nn.Module``, or an exact
-closed-form denoiser such as the Gaussian-mixture teacher).
+returns a :class:`Prediction` and has a ``schedule`` works everywhere (our MLP/UNet, a foreign
+``nn.Module``, an exact closed-form denoiser such as the Gaussian-mixture teacher, a teacher re-timed
+to another schedule).
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor, nn
 
+from .cond import Cond
 from .schedules import Schedule
 
-Prediction_Type = Literal["v", "eps", "x"]
+PredictionType = Literal["v", "eps", "x"]
+PREDICTION_TYPES = ("v", "eps", "x")
 
 
 @dataclass
@@ -32,7 +35,7 @@ class Prediction:
 class DenoiserLike(Protocol):
     schedule: Schedule
 
-    def __call__(self, z_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction: ...
+    def __call__(self, z_t: Tensor, t: Tensor, cond: Cond | None = None) -> Prediction: ...
 
 
 def expand_like(a: Tensor, ref: Tensor) -> Tensor:
@@ -47,28 +50,31 @@ def batch_times(t: Tensor | float, z: Tensor) -> Tensor:
 
 
 class Denoiser(nn.Module):
-    """Wraps a backbone ``F(z_t, t, cond)`` predicting v (default), ε or x.
+    """x̂ and ε̂ from a backbone ``F(z_t, t, cond)`` that predicts v (default), ε or x under ``schedule``.
 
     Only the backbone runs under bf16 autocast; its output is cast to fp32 before the
-    parameterisation, so x̂ and ε̂ are always fp32 (SPEC §1, precision).
+    parameterisation, so x̂ and ε̂ are always fp32 (math.md §2).
+
+        denoiser = Denoiser(MyNet(), CosineSchedule(), prediction="eps")
+        pred = denoiser(z_t, t)          # pred.x_hat, pred.eps_hat
     """
 
     def __init__(
         self,
         backbone: nn.Module,
         schedule: Schedule,
-        prediction: Prediction_Type = "v",
+        prediction: PredictionType = "v",
         precision: Literal["fp32", "bf16"] = "fp32",
     ) -> None:
         super().__init__()
-        if prediction not in ("v", "eps", "x"):
+        if prediction not in PREDICTION_TYPES:
             raise ValueError(f"prediction must be 'v', 'eps' or 'x', got {prediction!r}")
         self.backbone = backbone
         self.schedule = schedule
         self.prediction = prediction
         self.precision = precision
 
-    def raw(self, z_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def raw(self, z_t: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
         autocast = (
             torch.autocast(device_type=z_t.device.type, dtype=torch.bfloat16)
             if self.precision == "bf16"
@@ -78,18 +84,33 @@ class Denoiser(nn.Module):
             out = self.backbone(z_t, t, cond)
         return out.float()
 
-    def forward(self, z_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Prediction:
+    def forward(self, z_t: Tensor, t: Tensor | float, cond: Cond | None = None) -> Prediction:
         t = batch_times(t, z_t)
         alpha, sigma = (expand_like(a, z_t) for a in self.schedule.alpha_sigma(t))
         out = self.raw(z_t, t, cond)
         if self.prediction == "v":
-            # SPEC §2: x̂ = α z − σ v̂, ε̂ = σ z + α v̂.
+            # math.md §2: x̂ = α z − σ v̂, ε̂ = σ z + α v̂.
             return Prediction(alpha * z_t - sigma * out, sigma * z_t + alpha * out)
         if self.prediction == "eps":
             return Prediction((z_t - sigma * out) / alpha, out)
         return Prediction(out, (z_t - alpha * out) / sigma)
 
 
+class Retimed:
+    """A denoiser trained on another schedule, called on this one: the same log-SNR is the same noise
+    level (z_t/α_t = x + e^{−λ/2} ε), so time t here is time λ_inner⁻¹(λ(t)) for ``inner`` (math.md §12).
+
+    The caller checks that ``inner``'s log-SNR range covers ``schedule``'s (see ``logsnr_range``)."""
+
+    def __init__(self, inner: DenoiserLike, schedule: Schedule) -> None:
+        self.inner = inner
+        self.schedule = schedule
+
+    def __call__(self, z_t: Tensor, t: Tensor | float, cond: Cond | None = None) -> Prediction:
+        t = batch_times(t, z_t)
+        return self.inner(z_t, self.inner.schedule.t_from_logsnr(self.schedule.logsnr(t)), cond)
+
+
 def v_target(x: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """v = α ε − σ x (SPEC §2)."""
+    """v = α ε − σ x (math.md §2)."""
     return alpha * eps - sigma * x

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import UserError
-from .evaluation import METRIC_LABELS, parse_sampler, protocol
+from .evaluation import METRIC_LABELS, protocol
 from .io import check_writable, figure_png, pyplot, render_png, save_bytes, save_json
 
 if TYPE_CHECKING:
-    from .api import Run
+    from .runs import Run
     from .data import Dataset
 
 GRID_IMAGES = 64    # an 8 × 8 grid
@@ -66,9 +66,8 @@ def collect(run: Run, dataset: Dataset, rows: list[dict[str, Any]], *, title: st
 
 def sample_grid(run: Run, dataset: Dataset, spec: str, steps: int) -> Grid:
     """An image grid, or a scatter plot over the held-out split, of seed-0 samples."""
-    name, variance, final = parse_sampler(spec)
     n = GRID_IMAGES if dataset.kind == "images" else GRID_POINTS
-    samples = run.sample(n, steps=steps, sampler=name, seed=0, variance=variance, final=final)
+    samples = run.sample(n, steps=steps, sampler=spec, seed=0)
     reference = dataset.to_data_units(dataset.heldout[:GRID_POINTS]) if dataset.kind == "points" else None
     caption = f"{spec}, {steps} steps"
     return Grid(caption, render_png(samples, dataset.kind, title=caption, reference=reference))

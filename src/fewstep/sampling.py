@@ -6,21 +6,11 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from .cond import Cond, cond_slice, cond_to
 from .errors import UserError
 from .param import DenoiserLike
-from .samplers import MAX_STEPS, SAMPLERS
+from .samplers import SamplerSpec, parse_sampler
 from .schedules import time_grid
-
-
-def nfe(sampler: str, steps: int) -> int:
-    """Network calls of ``sampler`` over ``steps`` intervals (Heun skips its last correction)."""
-    return 2 * steps - 1 if sampler == "heun" else steps
-
-
-def check_steps(steps: int, flag: str = "--steps") -> int:
-    if not isinstance(steps, int) or steps < 1:
-        raise UserError(f"{flag}: expected a positive integer number of steps, got {steps!r}")
-    return steps
 
 
 @torch.no_grad()
@@ -28,28 +18,30 @@ def generate(
     denoiser: DenoiserLike,
     n: int,
     shape: Sequence[int],
+    sampler: SamplerSpec | str = "ddim",
+    steps: int | None = None,
     *,
-    sampler: str = "ddim",
-    steps: int = 64,
     seed: int = 0,
     device: torch.device | str = "cpu",
     batch_size: int | None = None,
-    cond: Tensor | None = None,
+    cond: Cond | None = None,
     **options: Any,
 ) -> Tensor:
-    """``n`` samples in model units, on the CPU. Deterministic given ``seed`` and ``batch_size``."""
-    if sampler not in SAMPLERS:
-        raise UserError(f"--sampler: expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    check_steps(steps)
-    if steps > MAX_STEPS.get(sampler, steps):
-        raise UserError(f"--steps: the {sampler} sampler takes at most {MAX_STEPS[sampler]} steps, got {steps}")
+    """``n`` samples in model units, on the CPU, with ``sampler`` (a spec, or its string form) over
+    ``steps`` (default: the spec's, else 64). The spec's options, overridden by ``options``, go to the
+    sampler as they are (so a named choice such as aDDIM's ``variance="table"`` must be resolved by the
+    caller, see ``Run.sample_tensor``). Deterministic given ``seed`` and ``batch_size``."""
+    spec = parse_sampler(sampler) if isinstance(sampler, str) else sampler
+    spec = spec.with_steps(steps if steps is not None else spec.steps or 64).check()
     if n < 1:
-        raise UserError(f"-n: expected a positive number of samples, got {n}")
+        raise UserError(f"expected a positive number of samples, got {n}", arg="n")
     device = torch.device(device)
     dims = int(torch.tensor(shape).prod())
     batch_size = batch_size or max(64, min(n, (1 << 22) // max(dims, 1), 4096))
-    ts = time_grid(steps).to(device)
+    ts = time_grid(spec.steps).to(device)
     noise_gen = torch.Generator().manual_seed(seed)
+    fn = spec.entry.fn
+    options = {**spec.options, **options}
     out = []
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
@@ -59,7 +51,7 @@ def generate(
         # "fresh" noise of a re-noising step is the initial noise again.
         step_seed = int(torch.randint(0, 2**62, (1,), generator=noise_gen))
         step_gen = torch.Generator(device=device).manual_seed(step_seed)
-        c = None if cond is None else cond[start : start + count].to(device)
-        x = SAMPLERS[sampler](denoiser, z, ts, cond=c, generator=step_gen, **options)
+        c = cond_to(cond_slice(cond, start, start + count), device)
+        x = fn(denoiser, z, ts, cond=c, generator=step_gen, **options)
         out.append(x.float().cpu())
     return torch.cat(out)

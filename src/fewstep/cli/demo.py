@@ -31,8 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _ensure_run(config: Any, workdir: Path, dataset: Any, overwrite: bool) -> float:
-    """Train, resume or reuse the run in ``workdir`` (see :func:`fewstep.train.loop.ensure_trained`)."""
-    from ..train.loop import ensure_trained
+    """Train, resume or reuse the run in ``workdir`` (see :func:`fewstep.runs.ensure_trained`)."""
+    from ..runs import ensure_trained
 
     print(f"[demo] {workdir.name}: {config.objective}, {config.iters} iterations, {config.model.name}")
     status, seconds = ensure_trained(config, workdir, dataset=dataset, overwrite=overwrite)
@@ -58,10 +58,10 @@ def _pngs(run: Any, dataset: Any, out: Path, plan: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..api import load
+    from ..runs import load
     from ..data import load_dataset
     from ..evaluation import evaluate_run, format_table
-    from ..config import override, preset_for, student_config
+    from ..runs.config import override, preset_for, student_config
     from ..io import save_json
     from ..report import collect, grids_from_files, write_report
 

@@ -33,22 +33,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..api import load
+    from ..runs import load
     from ..data import load_dataset
-    from ..evaluation import default_plan, evaluate_run, format_table, parse_sampler, protocol
-    from ..samplers import SAMPLERS
+    from ..evaluation import default_plan, evaluate_run, format_table, protocol
 
     json_path = check_writable(args.json, "--json", args.overwrite) if args.json else None
     model = load(args.run, device=args.device)
     samplers = args.sampler or [model.default_sampler]
     for spec in samplers:
-        name, variance, final = parse_sampler(spec)
-        if name not in SAMPLERS or variance not in ("table", "data_free") or final not in ("addim", "xhat"):
-            raise UserError(f"--sampler: unknown sampler {spec!r}; expected one of {', '.join(SAMPLERS)} (addim may take :table or :data_free, then :xhat)")
+        model.spec(spec)  # a bad spec fails here, before any sampling
     try:
         dataset = load_dataset(model.config.data)
     except UserError as exc:
-        raise UserError(f"--run: the run's data {model.config.data!r} cannot be loaded for evaluation ({exc})") from None
+        raise UserError(f"the run's data {model.config.data!r} cannot be loaded for evaluation ({exc})", arg="run") from None
     fid = _fid_metric(args.fid_weights, dataset, model.device) if args.fid_weights is not None else None
     steps = args.steps or default_plan(model)[1]
     rows = evaluate_run(model, dataset, samplers, steps, n=args.count, seeds=tuple(range(args.seeds)), extra=fid)

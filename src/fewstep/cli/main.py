@@ -10,6 +10,10 @@ from ..errors import UserError
 from . import demo, evaluate_cmd, report_cmd, sample_cmd, train_cmd
 from .args import Parser
 
+# Library errors name the Python argument (``n``, ``ect_q``); the CLI shows its flag. Arguments not listed
+# here are spelled --name-with-dashes; a command may add its own (report's positional RUN).
+FLAGS = {"n": "-n"}
+
 
 def build_parser() -> Parser:
     parser = Parser(prog="fewstep", description="Few-step sampling for diffusion models.")
@@ -24,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except UserError as exc:
-        print(f"fewstep: error: {exc}", file=sys.stderr)
+        print(f"fewstep: error: {exc.for_flags({**FLAGS, **getattr(args, 'flags', {})})}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fewstep: interrupted", file=sys.stderr)

@@ -9,7 +9,7 @@ from ..errors import UserError
 from .args import int_list, positive_int
 
 if TYPE_CHECKING:
-    from ..api import Run
+    from ..runs import Run
 
 TEACHER_STEPS = [1, 2, 4, 8]
 TEACHER_SAMPLERS = ("ddim", "addim")
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=positive_int, default=3, help="number of sampling seeds")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available, else CPU")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report.html and report.json")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, flags={"run": "RUN"})
 
 
 def run(args: argparse.Namespace) -> None:
@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> None:
     from ..report import check_out, collect, write_report
 
     check_out(args.out, args.overwrite)  # refuse before minutes of sampling
-    runs: list[tuple[Path, Run]] = [(path, _load(path, args.device)) for path in args.runs]
+    from ..runs import load
+
+    runs: list[tuple[Path, Run]] = [(path, load(path, device=args.device)) for path in args.runs]
     reports = []
     for path, model in runs:
         try:
@@ -50,12 +52,3 @@ def run(args: argparse.Namespace) -> None:
     html_path = write_report(args.out, reports, overwrite=args.overwrite)
     print(f"report written to {html_path} and {html_path.with_suffix('.json')}")
 
-
-def _load(path: Path, device: str) -> Run:
-    """``fewstep.load``, its errors naming the positional RUN instead of --run."""
-    from ..api import load
-
-    try:
-        return load(path, device=device)
-    except UserError as exc:
-        raise UserError(f"RUN: {str(exc).removeprefix('--run: ')}") from None

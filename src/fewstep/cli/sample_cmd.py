@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io import check_writable, save_npz, save_png
-from ..samplers import SAMPLERS
+from ..samplers import SAMPLERS, format_sampler
 from .args import non_negative_int, positive_int
 
 VARIANCE_CHOICES = ("table", "data_free")
@@ -19,9 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Draw samples with the run's EMA weights. Teachers default to DDIM; students to their own consistency sampler.")
     p.add_argument("--run", required=True, type=Path, help="run folder")
     p.add_argument("--out", required=True, type=Path, help=".npz file for the samples (array 'samples', data units)")
-    p.add_argument("--sampler", choices=tuple(SAMPLERS), help="sampler (default: ddim for a teacher, consistency for a cd/ct/mect student, ect for an ect student)")
+    p.add_argument("--sampler", help=f"sampler: {', '.join(SAMPLERS)}; addim may add :table or :data_free, then :xhat (default: ddim for a teacher, consistency for a cd/ct/mect student, ect for an ect student)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: 64 for a teacher, S for a cd/ct/mect student, 2 for an ect student)")
-    p.add_argument("--variance", choices=VARIANCE_CHOICES, default="table", help="aDDIM's v_t: the run's measured table (SPEC §4 c) or data-free 0.1/(2+SNR) (b)")
+    p.add_argument("--variance", choices=VARIANCE_CHOICES, help="aDDIM's v_t: the run's measured table (docs/math.md §4 c; the default) or data-free 0.1/(2+SNR) (b)")
     p.add_argument("-n", dest="count", type=positive_int, default=1000, help="number of samples")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the initial noise (and of ancestral noise)")
     p.add_argument("--batch-size", type=positive_int, help="samples per batch (memory stays flat in -n)")
@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..api import load
+    from ..runs import load
 
     if args.out.suffix != ".npz":
         raise UserError(f"--out: expected a path ending in .npz, got {args.out}")
@@ -42,10 +42,9 @@ def run(args: argparse.Namespace) -> None:
     model = load(args.run, device=args.device)
     if args.clip_x and model.normaliser.kind != "images":
         raise UserError("--clip-x: only for images; this run's data are points")
-    sampler = args.sampler or model.default_sampler
-    steps = args.steps or model.default_steps
-    samples = model.sample(args.count, steps=steps, sampler=sampler, seed=args.seed, variance=args.variance,
-                           batch_size=args.batch_size, clip_x=args.clip_x)
+    spec = model.spec(args.sampler, args.steps, variance=args.variance)
+    samples = model.sample(args.count, sampler=spec, seed=args.seed, batch_size=args.batch_size, clip_x=args.clip_x)
+    sampler, steps = format_sampler(spec), spec.steps
     save_npz(out, samples=samples, sampler=np.array(sampler), steps=np.array(steps), seed=np.array(args.seed))
     if png is not None:
         save_png(png, samples, model.normaliser.kind, title=f"{sampler}, {steps} steps")

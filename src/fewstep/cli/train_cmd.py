@@ -5,16 +5,19 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from ..config import PRESETS, TrainConfig, override, preset_for, student_config
+from ..runs.config import PRESETS, TrainConfig, override, preset_for, student_config
 from ..data import BUILTINS, Dataset, load_dataset
 from ..errors import UserError
-from ..objectives import OBJECTIVES
+from ..runs.objective import OBJECTIVES
 from ..train.checkpoint import remove_run
 from ..train.dist import is_main
 from .args import at_least_one_float, finite_float, non_negative_float, non_negative_int, positive_float, positive_int, unit_float
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
+# TrainConfig fields set by the student flags of the same name (--student-steps → student_steps)
+STUDENT_FIELDS = ("student_steps", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
+                  "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--data", help="built-in name (moons, swissroll, checkerboard, gaussians8, digits, mnist) or a path to .npy/.npz or an image folder")
     p.add_argument("--out", required=True, type=Path, help="run folder to create")
-    p.add_argument("--iters", type=positive_int, help=f"training iterations (preset: moons {PRESETS['points'].iters}, digits {PRESETS['digits'].iters}, mnist {PRESETS['mnist'].iters}; a student: half its teacher's)")
+    p.add_argument("--iters", type=positive_int, help=f"training iterations (preset: moons {PRESETS['points'].iters}, digits {PRESETS['digits'].iters}, mnist {PRESETS['mnist'].iters}; a student: a quarter of its teacher's)")
     p.add_argument("--batch", type=positive_int, help="batch size per process")
     p.add_argument("--lr", type=positive_float, help="peak AdamW learning rate")
     p.add_argument("--model", choices=("mlp", "unet"), help="backbone (preset: mlp for points, unet for images)")
@@ -40,7 +43,7 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out (it must exist)")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA if available, else CPU")
-    p.add_argument("--precision", choices=PRECISIONS, help="bf16 autocasts the backbone only (preset: fp32 points, bf16 images)")
+    p.add_argument("--precision", choices=PRECISIONS, help="bf16 autocasts the backbone only (every preset: fp32; bf16 pays off on GPUs and CPUs with bf16 units)")
     p.add_argument("--eval-every", type=non_negative_int, help="quick evaluation every N iterations (0: at the end only)")
     p.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N iterations")
     p.add_argument("--log-every", type=positive_int, help="log line every N iterations")
@@ -52,11 +55,11 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
 
 
 def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -> None:
-    """Flags of the few-step students: multistep consistency (SPEC §5) and ECT (SPEC §7); defaults shown."""
+    """Flags of the few-step students: multistep consistency (docs/math.md §5) and ECT (docs/math.md §7); defaults shown."""
     d = TrainConfig()
     g = p.add_argument_group("multistep consistency (--objective cd|ct|mect)")
     if objective_flag:
-        g.add_argument("--objective", choices=OBJECTIVES, default="diffusion",
+        g.add_argument("--objective", choices=OBJECTIVES.names(), default="diffusion",
                        help="diffusion teacher; multistep consistency distillation (cd) or training (ct); Easy Consistency Tuning (ect, 1-2 step sampling) or multistep ECT (mect)")
     g.add_argument("--teacher", help="teacher run folder (cd; ct, ect, mect start from it unless --init none); 'ideal' for gaussians8's exact denoiser")
     g.add_argument("--student-steps", type=positive_int, default=d.student_steps, help="S: student sampling steps (segments) of cd, ct, mect")
@@ -96,9 +99,9 @@ def _check_out(args: argparse.Namespace) -> None:
 
 def _student_base(args: argparse.Namespace) -> TrainConfig:
     """A student inherits its teacher's settings (see :func:`fewstep.config.student_config`)."""
-    from ..train.checkpoint import load_checkpoint
+    from ..runs.folder import read_run
 
-    teacher = load_checkpoint(args.teacher, flag="--teacher").config
+    teacher = read_run(args.teacher, arg="teacher")[0]
     return student_config(teacher, args.teacher, args.objective, init=args.init or "teacher", data=args.data or teacher.data)
 
 
@@ -106,9 +109,9 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
     """The preset for --data (or the teacher's config, for a student) with the given flags; on
     --resume the run's own config (only --iters may change)."""
     if args.resume:
-        from ..train.checkpoint import load_checkpoint
+        from ..runs.folder import read_run
 
-        return override(load_checkpoint(args.out, flag="--resume").config, iters=args.iters), None
+        return override(read_run(args.out, arg="resume")[0], iters=args.iters), None
     student = args.objective != "diffusion"
     dataset = None
     if student and args.teacher and args.teacher != "ideal":
@@ -124,10 +127,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
             base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=args.init or "none", ema_halflife_frac=0.1)
     dataset = dataset or load_dataset(base.data)
     if student:
-        base = override(base, student_steps=args.student_steps, teacher_sampler=args.teacher_sampler, n0=args.n0, n1=args.n1,
-                        anneal_frac=args.anneal_frac, eta=args.eta, huber_c=args.huber_c, weighting=args.weighting,
-                        ect_p_mean=args.ect_p_mean, ect_p_std=args.ect_p_std, ect_q=args.ect_q, ect_k=args.ect_k, ect_b=args.ect_b,
-                        ect_stages=args.ect_stages, ect_u_mid=args.ect_u_mid, ect_weighting=args.ect_weighting)
+        base = override(base, **{name: getattr(args, name) for name in STUDENT_FIELDS})
         base = dataclasses.replace(base, ect_c=args.ect_c)  # None is a value here: the weighting's default c
     return override(
         base, iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
@@ -138,7 +138,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..train.loop import train
+    from ..runs import train
 
     if args.objective == "cd" and not args.teacher:
         raise UserError("--teacher: required for consistency distillation (a teacher run folder)")
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> None:
     config, dataset = resolve_config(args)
     if dataset is not None:
         # Build once before touching the folder, so a bad flag leaves an existing run as it was.
-        from ..build import build_backbone
+        from ..runs.build import build_backbone
 
         build_backbone(config, dataset.shape)
         if args.overwrite and args.out.exists():

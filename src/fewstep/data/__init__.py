@@ -57,16 +57,17 @@ def _mnist() -> Dataset:
 
 def _from_array(arr: np.ndarray, source: str) -> Dataset:
     if arr.size == 0 or len(arr) < 2:
-        raise UserError(f"--data: {source} is empty or has fewer than 2 examples (shape {list(arr.shape)})")
+        raise UserError(f"{source} is empty or has fewer than 2 examples (shape {list(arr.shape)})", arg="data")
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise UserError(f"--data: {source} has dtype {arr.dtype}; expected numbers")
+        raise UserError(f"{source} has dtype {arr.dtype}; expected numbers", arg="data")
     if arr.ndim not in (2, 3, 4):
         raise UserError(
-            f"--data: {source} has rank {arr.ndim} (shape {list(arr.shape)}); expected points [N, D] "
-            "or images [N, H, W], [N, C, H, W], [N, H, W, C]"
+            f"{source} has rank {arr.ndim} (shape {list(arr.shape)}); expected points [N, D] "
+            "or images [N, H, W], [N, C, H, W], [N, H, W, C]",
+            arg="data",
         )
     if not np.isfinite(arr.astype(np.float64)).all():
-        raise UserError(f"--data: {source} contains NaN or inf values")
+        raise UserError(f"{source} contains NaN or inf values", arg="data")
     name = Path(source).stem
     if arr.ndim == 2:
         x = arr.astype(np.float64)
@@ -89,12 +90,13 @@ def load_dataset(name_or_path: str) -> Dataset:
     path = Path(name_or_path)
     if not path.exists():
         raise UserError(
-            f"--data: {name_or_path!r} is neither a built-in data set ({', '.join(BUILTINS)}) nor an existing file or folder"
+            f"{name_or_path!r} is neither a built-in data set ({', '.join(BUILTINS)}) nor an existing file or folder",
+            arg="data",
         )
     if path.is_dir():
         return _from_array(read_image_folder(path), str(path))
     if path.suffix.lower() not in (".npy", ".npz"):
-        raise UserError(f"--data: {path} has suffix {path.suffix!r}; expected .npy, .npz or a folder of images")
+        raise UserError(f"{path} has suffix {path.suffix!r}; expected .npy, .npz or a folder of images", arg="data")
     return _from_array(read_array(path), str(path))
 
 

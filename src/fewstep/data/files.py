@@ -21,7 +21,7 @@ def read_array(path: Path) -> np.ndarray:
     try:
         loaded = np.load(path, allow_pickle=False)
     except Exception as exc:  # numpy raises many kinds for a bad file
-        raise UserError(f"--data: cannot read {path} as a NumPy array ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"cannot read {path} as a NumPy array ({type(exc).__name__}: {exc})", arg="data") from None
     if isinstance(loaded, np.ndarray):
         return loaded
     with loaded:
@@ -31,7 +31,7 @@ def read_array(path: Path) -> np.ndarray:
                 return loaded[key]
         if len(names) == 1:
             return loaded[names[0]]
-    raise UserError(f"--data: {path} holds arrays {names}; expected one array or one named 'x', 'data' or 'samples'")
+    raise UserError(f"{path} holds arrays {names}; expected one array or one named 'x', 'data' or 'samples'", arg="data")
 
 
 def to_nchw(arr: np.ndarray, source: str) -> np.ndarray:
@@ -44,8 +44,9 @@ def to_nchw(arr: np.ndarray, source: str) -> np.ndarray:
     if last and not first:
         return arr.transpose(0, 3, 1, 2)
     raise UserError(
-        f"--data: {source} has ambiguous image shape {list(arr.shape)}; the channel axis (size 1, 3 or 4) must be "
-        "exactly one of axis 1 ([N, C, H, W]) or axis 3 ([N, H, W, C]); transpose it and save again"
+        f"{source} has ambiguous image shape {list(arr.shape)}; the channel axis (size 1, 3 or 4) must be "
+        "exactly one of axis 1 ([N, C, H, W]) or axis 3 ([N, H, W, C]); transpose it and save again",
+        arg="data",
     )
 
 
@@ -57,7 +58,7 @@ def image_range(arr: np.ndarray, source: str) -> tuple[float, float]:
     for rng in ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0)):
         if lo >= rng[0] and hi <= rng[1]:
             return rng
-    raise UserError(f"--data: {source} has float image values in [{lo:.3g}, {hi:.3g}]; expected [0, 1], [-1, 1] or [0, 255]")
+    raise UserError(f"{source} has float image values in [{lo:.3g}, {hi:.3g}]; expected [0, 1], [-1, 1] or [0, 255]", arg="data")
 
 
 def read_image_folder(path: Path) -> np.ndarray:
@@ -66,21 +67,22 @@ def read_image_folder(path: Path) -> np.ndarray:
 
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise UserError(f"--data: folder {path} has no .png/.jpg/.jpeg images")
+        raise UserError(f"folder {path} has no .png/.jpg/.jpeg images", arg="data")
     images = []
     for f in files:
         try:
             with Image.open(f) as im:
                 images.append((f, im.convert("L") if im.mode in ("L", "1", "I;16", "I") else im.convert("RGB")))
         except Exception as exc:
-            raise UserError(f"--data: cannot read image {f} ({exc})") from None
+            raise UserError(f"cannot read image {f} ({exc})", arg="data") from None
     gray = all(im.mode == "L" for _, im in images)
     sizes = {im.size for _, im in images}
     if len(sizes) > 1:
         (f0, im0), other = images[0], next((f, im) for f, im in images if im.size != images[0][1].size)
         raise UserError(
-            f"--data: mixed image sizes in {path}: {f0.name} is {im0.size[0]}x{im0.size[1]}, "
-            f"{other[0].name} is {other[1].size[0]}x{other[1].size[1]}; resize them to one size"
+            f"mixed image sizes in {path}: {f0.name} is {im0.size[0]}x{im0.size[1]}, "
+            f"{other[0].name} is {other[1].size[0]}x{other[1].size[1]}; resize them to one size",
+            arg="data",
         )
     arrays = [np.asarray(im if gray else im.convert("RGB")) for _, im in images]
     arr = np.stack(arrays)

@@ -54,7 +54,7 @@ TOYS = {"moons": moons, "swissroll": swissroll, "checkerboard": checkerboard, "g
 
 
 class GaussianMixtureDenoiser:
-    """The exact E[x | z_t] of an isotropic Gaussian mixture (SPEC §8), usable as an ideal teacher.
+    """The exact E[x | z_t] of an isotropic Gaussian mixture (docs/math.md §8), usable as an ideal teacher.
 
     x ~ Σ_k w_k N(μ_k, s² I), z_t = α_t x + σ_t ε. With V = α_t² s² + σ_t² and
     m_k = μ_k + α_t s² (z_t − α_t μ_k)/V:  E[x|z_t] = Σ_k π_k m_k,  π_k ∝ w_k N(z_t; α_t μ_k, V I).
@@ -87,7 +87,7 @@ class GaussianMixtureDenoiser:
         return Prediction(x_hat, (z_t - alpha * x_hat) / sigma)
 
     def posterior_variance(self, z_t: Tensor, t: Tensor | float) -> Tensor:
-        """tr Var[x | z_t]/d, [B] (SPEC §8)."""
+        """tr Var[x | z_t]/d, [B] (docs/math.md §8)."""
         t = batch_times(t, z_t)
         pi, m, var = self._posterior(z_t, t)
         alpha, sigma = self.schedule.alpha_sigma(t)

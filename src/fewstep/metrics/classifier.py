@@ -5,7 +5,7 @@ layer) and from there to class logits. It is trained on the data set's training 
 with fixed seeds, and saved under ``$FEWSTEP_CACHE/classifiers`` (default ``~/.cache/fewstep``) as
 safetensors + JSON. The file name holds a sha256 of the training data and of the training recipe, so
 a different data set or recipe never reuses it; a cache that fails to load or whose weights do not
-match the recorded sha256 is retrained. Files are written to a temporary name, then ``os.replace``d.
+match the recorded sha256 is retrained. Files are written atomically (:func:`fewstep.io.atomic_write`).
 """
 from __future__ import annotations
 
@@ -14,16 +14,16 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from ..data import Dataset
+from ..io import save_bytes, save_json
 
 FEATURE_DIM = 16
 
@@ -195,8 +195,8 @@ def _save(stem: Path, net: ClassifierNet, dataset: Dataset, recipe: TrainRecipe,
         "recipe": dataclasses.asdict(recipe),
     }
     stem.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(_with(stem, ".safetensors"), lambda p: save_file(state, p))
-    _atomic_write(_with(stem, ".json"), lambda p: Path(p).write_text(json.dumps(meta, indent=2)))
+    save_bytes(_with(stem, ".safetensors"), save(state))
+    save_json(_with(stem, ".json"), meta)
 
 
 def _load(stem: Path, dataset: Dataset) -> FeatureClassifier | None:
@@ -212,17 +212,6 @@ def _load(stem: Path, dataset: Dataset) -> FeatureClassifier | None:
         return None
     return FeatureClassifier(net, accuracy=float(meta["heldout_accuracy"]), checksum=meta["weights_sha256"],
                              source="cache")
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _with(stem: Path, suffix: str) -> Path:

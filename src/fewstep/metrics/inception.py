@@ -16,7 +16,6 @@ Usage::
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,17 +25,10 @@ from torch import Tensor
 
 from ..data import Dataset
 from ..errors import UserError
+from ..io import sha256_file
 from .fid import frechet_from_features
 
 FLAG = "--fid-weights"
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_inception(path: Path | str, device: str | torch.device = "cpu", flag: str = FLAG) -> torch.jit.ScriptModule:
@@ -117,4 +109,4 @@ class InceptionFID:
     def describe(self) -> dict[str, Any]:
         """The protocol entry: which network, which file, its checksum."""
         return {"network": "Inception-v3 (TorchScript inception-2015-12-05.pt), pool features", "weights": str(self.path),
-                "weights_sha256": file_sha256(self.path), "feature_dim": self.feature_dim}
+                "weights_sha256": sha256_file(self.path), "feature_dim": self.feature_dim}

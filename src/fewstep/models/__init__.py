@@ -1,7 +1,6 @@
-"""Backbones ``F(z, t, cond) -> raw`` and an explicit name → constructor registry."""
+"""Backbones ``F(z, t, cond) -> raw``. Which one a run uses is chosen by name in
+:data:`fewstep.runs.build.BACKBONES`."""
 from .mlp import MLP
 from .unet import UNet
 
-MODELS = {"mlp": MLP, "unet": UNet}
-
-__all__ = ["MLP", "UNet", "MODELS"]
+__all__ = ["MLP", "UNet"]

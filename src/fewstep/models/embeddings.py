@@ -6,6 +6,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ..cond import Cond
+
 
 def sinusoidal(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """[B] times in [0, 1] → [B, dim] sinusoidal features of 1000·t (transformer-style)."""
@@ -27,8 +29,8 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
         self.class_emb = nn.Embedding(num_classes + 1, out_dim) if num_classes else None
 
-    def forward(self, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, t: Tensor, cond: Cond | None = None) -> Tensor:
         emb = self.mlp(sinusoidal(t, self.dim))  # [B, out_dim]
-        if self.class_emb is not None and cond is not None:
-            emb = emb + self.class_emb(cond)
+        if self.class_emb is not None and cond is not None and "class" in cond:
+            emb = emb + self.class_emb(cond["class"])
         return emb

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..cond import Cond
 from .embeddings import TimeEmbedding
 
 
@@ -38,7 +39,7 @@ class MLP(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(width, dropout) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
 
-    def forward(self, z: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, z: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
         emb = self.time(t, cond)            # [B, W]
         h = self.inp(z.flatten(1)) + emb    # [B, W]
         for block in self.blocks:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cond import Cond
 from .embeddings import TimeEmbedding
 
 
@@ -105,7 +106,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, z: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    def forward(self, z: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
         h_in, w_in = z.shape[-2:]
         pad_h, pad_w = (-h_in) % self.multiple, (-w_in) % self.multiple
         if pad_h or pad_w:

@@ -1,4 +1,4 @@
-"""The diffusion (teacher) objective: the v-loss ‖v̂ − v‖² (SPEC §2), mean over dimensions."""
+"""The diffusion (teacher) objective: the v-loss ‖v̂ − v‖² (docs/math.md §2), mean over dimensions."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,20 +6,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..batch import Batch
+from ..cond import Cond
 from ..param import Denoiser, expand_like
-from ..samplers import VarianceTable
-from .common import LossOutput, per_example_mean, stratified_times
+from ..samplers import SamplerSpec, VarianceTable
+from .common import LossOutput, ObjectiveBase, per_example_mean, stratified_times
 
 
-class DiffusionObjective:
+class DiffusionObjective(ObjectiveBase):
     name = "diffusion"
 
-    def __init__(self, variance_eta: float = 0.75, variance_examples: int = 2000) -> None:
+    def __init__(self, variance_eta: float = 0.75, variance_examples: int = 2000, sampler_steps: int = 64) -> None:
         self.variance_eta = variance_eta
         self.variance_examples = variance_examples
+        self.sampler = SamplerSpec("ddim", sampler_steps)
 
     def __call__(
-        self, denoiser: Denoiser, x: Tensor, cond: Tensor | None, step: int, generator: torch.Generator
+        self, denoiser: Denoiser, x: Tensor, cond: Cond | None, step: int, generator: torch.Generator
     ) -> LossOutput:
         t = stratified_times(x.shape[0], generator).to(x.device)                 # [B]
         eps = torch.randn(x.shape, generator=generator).to(x.device)             # [B, ...]
@@ -32,11 +35,11 @@ class DiffusionObjective:
         per_example = per_example_mean((v_hat - v).square())                     # [B]
         return LossOutput(per_example.mean(), per_example.detach(), t)
 
-    def finalize(self, ema: Denoiser, dataset: Any) -> dict[str, Any]:
-        """Measure the aDDIM variance table (SPEC §4 c) on held-out data, stored with the checkpoint."""
+    def finalize(self, ema: Denoiser, heldout: Batch) -> dict[str, Any]:
+        """Measure the aDDIM variance table (math.md §4 c) on held-out data, stored with the checkpoint."""
         ema.eval()
         device = next(ema.parameters()).device
-        x = dataset.heldout[: self.variance_examples].to(device)
+        held = heldout.head(self.variance_examples).to(device)
         generator = torch.Generator(device=device).manual_seed(0)
-        table = VarianceTable.measure(ema, x, eta=self.variance_eta, generator=generator)
+        table = VarianceTable.measure(ema, held.x, eta=self.variance_eta, cond=held.cond, generator=generator)
         return {"variance_table": table.to_dict()}

@@ -1,6 +1,6 @@
-"""Easy Consistency Tuning (SPEC §7; [ECT] and its official code), mapped to our VP process.
+"""Easy Consistency Tuning (docs/math.md §7; [ECT] and its official code), mapped to our VP process.
 
-Notation (SPEC → code):
+Notation (docs/math.md → code):
     u = σ/α          ``u``            ECT's (EDM/VE) noise level: z_t/α_t = x + u ε, u = exp(−λ_t/2)
     r                ``r``            the reference level, 0 ≤ r < u
     t_u, t_r         ``t``, ``t_r``   the same levels as schedule times (``t_of_u``)
@@ -10,7 +10,7 @@ Notation (SPEC → code):
     D_u, D_r         ``d_u``, ``d_r``        x̂_θ(z_u, t_u) and stopgrad x̂_θ(z_r, t_r) (x where r = 0)
 
 ECT starts from a diffusion teacher's weights and never calls the teacher. Multistep ECT
-(:class:`MultistepECTObjective`, SPEC §7 "beyond the paper") is MCM's CT (SPEC §5) with ECT's
+(:class:`MultistepECTObjective`, docs/math.md §7 "beyond the paper") is MCM's CT (docs/math.md §5) with ECT's
 curriculum choosing s = r inside each segment; everything after the choice of times is reused.
 """
 from __future__ import annotations
@@ -21,18 +21,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..cond import Cond
 from ..param import Denoiser, expand_like
+from ..samplers import SamplerSpec
 from ..schedules import Schedule, t_of_u, u_of_t, u_range
-from .common import LossOutput, same_mask_reference
+from .common import LossOutput, ObjectiveBase, same_mask_reference
 from .multistep import MultistepObjective, SegmentTimes, pseudo_huber
 
 ECT_WEIGHTINGS = ("ect", "inv_gap")
 SIGMA_DATA_REF = 0.5   # ECT's hyper-parameters are stated for data of std 0.5
-T_MIN = 1e-5           # the network is never evaluated at t = 0 (SPEC §1)
+T_MIN = 1e-5           # the network is never evaluated at t = 0 (docs/math.md §1)
 
 
 def stage_at(step: int, iters: int, stages: int) -> int:
-    """stage = ⌊i / iters_per_stage⌋, iters_per_stage = iters/stages (SPEC §7 step 2), in integers."""
+    """stage = ⌊i / iters_per_stage⌋, iters_per_stage = iters/stages (docs/math.md §7 step 2), in integers."""
     return (step * stages) // max(iters, 1)
 
 
@@ -42,12 +44,12 @@ def ect_g(u: Tensor, k: float, b: float) -> Tensor:
 
 
 def ect_r(u: Tensor, stage: int, q: float, k: float, b: float) -> Tensor:
-    """r = max(0, u·(1 − q^{−(stage+1)}·g(u))) (SPEC §7 step 2): 0 early on for small u, → u as stages grow."""
+    """r = max(0, u·(1 − q^{−(stage+1)}·g(u))) (docs/math.md §7 step 2): 0 early on for small u, → u as stages grow."""
     return (u * (1.0 - q ** -(stage + 1) * ect_g(u, k, b))).clamp_min(0.0)
 
 
 def segment_r(t: Tensor, t_step: Tensor, u_t: Tensor, stage: int, q: float, k: float, b: float) -> Tensor:
-    """Multistep ECT: r = max(t_step, t − (t − t_step)·q^{−(stage+1)}·g(u_t)), in t units (SPEC §7)."""
+    """Multistep ECT: r = max(t_step, t − (t − t_step)·q^{−(stage+1)}·g(u_t)), in t units (docs/math.md §7)."""
     return torch.maximum(t_step, t - (t - t_step) * q ** -(stage + 1) * ect_g(u_t, k, b))
 
 
@@ -55,7 +57,7 @@ def sample_u(
     schedule: Schedule, batch: int, p_mean: float, p_std: float, generator: torch.Generator, max_rounds: int = 100
 ) -> Tensor:
     """u ~ LogNormal(P_mean, P_std) inside the schedule's range (u_min, u_max]: values outside are
-    redrawn, not clipped (SPEC §7 step 1), as are those whose time rounds to t = 0. Returns [B]."""
+    redrawn, not clipped (docs/math.md §7 step 1), as are those whose time rounds to t = 0. Returns [B]."""
     u_lo, u_hi = u_range(schedule)
     u = torch.empty(batch)
     todo = torch.ones(batch, dtype=torch.bool)
@@ -77,7 +79,7 @@ def default_huber_c(weighting: str, dims: int) -> float:
 
 
 def ect_weight(u: Tensor, r: Tensor, sigma_data: float, weighting: str) -> Tensor:
-    """``ect``: 1/u² + 1/σ_d² (EDM's λ(σ)); ``inv_gap``: 1/(u − r) (SPEC §7 step 5). [B] → [B]."""
+    """``ect``: 1/u² + 1/σ_d² (EDM's λ(σ)); ``inv_gap``: 1/(u − r) (docs/math.md §7 step 5). [B] → [B]."""
     if weighting == "ect":
         return u.square().reciprocal() + 1.0 / sigma_data**2
     if weighting == "inv_gap":
@@ -90,7 +92,7 @@ def ect_loss(d_u: Tensor, d_r: Tensor, u: Tensor, r: Tensor, sigma_data: float, 
     return ect_weight(u, r, sigma_data, weighting) * pseudo_huber(d_u - d_r, c)
 
 
-class ECTObjective:
+class ECTObjective(ObjectiveBase):
     """ECT: x̂_θ at noise level u regresses on the stop-grad x̂_θ at r < u along the same noise."""
 
     name = "ect"
@@ -106,23 +108,20 @@ class ECTObjective:
             raise ValueError(f"need sigma_data > 0, p_std > 0, q >= 1, stages >= 1 (got {sigma_data}, {p_std}, {q}, {stages})")
         scale = sigma_data / SIGMA_DATA_REF
         self.iters, self.stages, self.sigma_data = iters, stages, sigma_data
-        self.p_mean, self.p_std = p_mean + math.log(scale), p_std   # SPEC §7 step 1: shift by ln(σ_d/0.5)
+        self.p_mean, self.p_std = p_mean + math.log(scale), p_std   # docs/math.md §7 step 1: shift by ln(σ_d/0.5)
         self.q, self.k, self.b = q, k, b
         self.u_mid = u_mid * scale                                  # the 2-step sampler's level, model units
         self.weighting, self.huber_c = weighting, huber_c
-        self.eval_sampler = ("ect", 2)
-        self.eval_options = {"u_mid": self.u_mid}
-        self.init_weights: dict[str, Tensor] | None = None  # the teacher's, to start the student from
-        self.meta: dict[str, Any] = {}                        # stored with the student's checkpoint
+        self.sampler = SamplerSpec("ect", 2, {"u_mid": self.u_mid})
 
     def describe(self) -> dict[str, Any]:
         """The hyper-parameters as used (model units: P_mean shifted, u_mid scaled)."""
-        return {"objective": "ect", "P_mean": self.p_mean, "P_std": self.p_std, "q": self.q, "k": self.k, "b": self.b,
+        return {"P_mean": self.p_mean, "P_std": self.p_std, "q": self.q, "k": self.k, "b": self.b,
                 "iters_per_stage": self.iters / self.stages, "u_mid": self.u_mid, "sigma_data": self.sigma_data,
                 "weighting": self.weighting, "huber_c": self.huber_c}
 
     def __call__(
-        self, denoiser: Denoiser, x: Tensor, cond: Tensor | None, step: int, generator: torch.Generator,
+        self, denoiser: Denoiser, x: Tensor, cond: Cond | None, step: int, generator: torch.Generator,
         u: Tensor | None = None,
     ) -> LossOutput:
         schedule = denoiser.schedule
@@ -135,7 +134,7 @@ class ECTObjective:
         u, r, t, t_r, at_data = (v.to(x.device) for v in (u, r, t, t_r, at_data))
         eps = torch.randn(x.shape, generator=generator).to(x.device)
 
-        # Shared noise (SPEC §7 step 3): z_u = α_u x + σ_u ε, z_r = α_r x + σ_r ε.
+        # Shared noise (docs/math.md §7 step 3): z_u = α_u x + σ_u ε, z_r = α_r x + σ_r ε.
         alpha, sigma = (expand_like(a, x) for a in schedule.alpha_sigma(t))
         alpha_r, sigma_r = (expand_like(a, x) for a in schedule.alpha_sigma(t_r))
         z_u = alpha * x + sigma * eps
@@ -155,7 +154,7 @@ class ECTObjective:
 
 class MultistepECTObjective(MultistepObjective):
     """Multistep ECT: k ~ U{0..S−1}, t ~ U(t_step, t_step + 1/S], s = r from ECT's curriculum; the shared
-    noise z_r = α_r x + σ_r ε (CT), the target through DDIM/invDDIM and the loss are MCM's (SPEC §5)."""
+    noise z_r = α_r x + σ_r ε (CT), the target through DDIM/invDDIM and the loss are MCM's (docs/math.md §5)."""
 
     def __init__(
         self, student_steps: int, *, iters: int, q: float = 2.0, k: float = 8.0, b: float = 1.0, stages: int = 8,
@@ -177,7 +176,7 @@ class MultistepECTObjective(MultistepObjective):
         return SegmentTimes(k, t, r, t_step)
 
     def __call__(  # type: ignore[override]
-        self, denoiser: Denoiser, x: Tensor, cond: Tensor | None, step: int, generator: torch.Generator,
+        self, denoiser: Denoiser, x: Tensor, cond: Cond | None, step: int, generator: torch.Generator,
         times: SegmentTimes | None = None,
     ) -> LossOutput:
         times = times or self.ect_times(denoiser.schedule, x.shape[0], step, generator)

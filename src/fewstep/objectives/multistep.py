@@ -1,6 +1,6 @@
-"""Multistep consistency distillation (CD) and training (CT) (SPEC §5; [MCM] Alg. 1, App. A.1).
+"""Multistep consistency distillation (CD) and training (CT) (docs/math.md §5; [MCM] Alg. 1, App. A.1).
 
-Notation (SPEC → code):
+Notation (docs/math.md → code):
     S            ``student_steps``   segments of length 1/S
     N_i          ``n_at(step)``      teacher discretisation, annealed log-linearly N_0 → N_1
     N_seg, T     ``n_seg``, ``T``    N_seg = max(1, round(N_i/S)), T = S·N_seg
@@ -20,17 +20,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..cond import Cond
 from ..param import Denoiser, DenoiserLike, expand_like
-from ..samplers import addim_step, ddim_step, inv_ddim
+from ..samplers import SamplerSpec, addim_step, ddim_step, inv_ddim
 from ..schedules import Schedule
-from .common import LossOutput, per_example_mean, same_mask_reference
+from .common import LossOutput, ObjectiveBase, per_example_mean, same_mask_reference
 
 WEIGHTINGS = ("snr1", "vspace")
 TEACHER_SAMPLERS = ("addim", "ddim")
 
 
 def pseudo_huber(delta: Tensor, c: float) -> Tensor:
-    """ρ(Δ) = sqrt(mean(Δ²) + c²) − c over one example's dimensions: [B, ...] → [B] (SPEC §5)."""
+    """ρ(Δ) = sqrt(mean(Δ²) + c²) − c over one example's dimensions: [B, ...] → [B] (docs/math.md §5)."""
     return (per_example_mean(delta.square()) + c * c).sqrt() - c
 
 
@@ -48,7 +49,7 @@ def consistency_target(
     schedule: Schedule, z_t: Tensor, z_s: Tensor, x_ref: Tensor, t: Tensor, s: Tensor, t_step: Tensor
 ) -> Tensor:
     """x_target = invDDIM_{t→t_step}(ẑ_ref, z_t), ẑ_ref = DDIM_{s→t_step}(x̂_ref, z_s), or z_s itself
-    where s = t_step (SPEC §5 steps 6–7). At t_step = 0 this is exactly x̂_ref (or z_s)."""
+    where s = t_step (docs/math.md §5 steps 6–7). At t_step = 0 this is exactly x̂_ref (or z_s)."""
     at_start = expand_like(s == t_step, z_s)
     # Where s = t_step the DDIM step is the identity; evaluate it at a harmless time instead of σ_s = 0.
     s_safe = torch.where(s == t_step, t, s)
@@ -72,7 +73,7 @@ def segment_times(k: Tensor, n: Tensor, student_steps: int, n_seg: int) -> Segme
     return SegmentTimes(k, (base + n).float() / T, (base + n - 1).float() / T, base.float() / T)
 
 
-class MultistepObjective:
+class MultistepObjective(ObjectiveBase):
     """CD when ``teacher`` is given, CT when it is None (the data point is the teacher estimate)."""
 
     def __init__(
@@ -98,12 +99,10 @@ class MultistepObjective:
         self.iters, self.n0, self.n1, self.anneal_frac = iters, n0, n1, anneal_frac
         self.teacher_sampler, self.eta, self.huber_c, self.weighting = teacher_sampler, eta, huber_c, weighting
         self.name = "cd" if teacher is not None else "ct"
-        self.eval_sampler = ("consistency", student_steps)
-        self.init_weights: dict[str, Tensor] | None = None  # the teacher's, to start the student from
-        self.meta: dict[str, Any] = {}                        # stored with the student's checkpoint
+        self.sampler = SamplerSpec("consistency", student_steps)
 
     def n_at(self, step: int) -> float:
-        """N_i = exp(log N_0 + clip(i/I_anneal, 0, 1)·(log N_1 − log N_0)) (SPEC §5 step 1)."""
+        """N_i = exp(log N_0 + clip(i/I_anneal, 0, 1)·(log N_1 − log N_0)) (docs/math.md §5 step 1)."""
         anneal = self.anneal_frac * self.iters
         frac = 1.0 if anneal <= 0 else min(max(step / anneal, 0.0), 1.0)
         if frac == 0.0 or self.n0 == self.n1:
@@ -116,14 +115,14 @@ class MultistepObjective:
         return max(1, round(self.n_at(step) / self.S))
 
     @torch.no_grad()
-    def teacher_step(self, schedule: Schedule, x: Tensor, z_t: Tensor, times: SegmentTimes, cond: Tensor | None) -> Tensor:
+    def teacher_step(self, schedule: Schedule, x: Tensor, z_t: Tensor, times: SegmentTimes, cond: Cond | None) -> Tensor:
         """z_s from z_t: aDDIM/DDIM with the teacher's x̂ (CD), or exactly α_s x + σ_s ε (CT)."""
         if self.teacher is None:
             return ddim_step(schedule, x, z_t, times.t, times.s)
         x_tch = self.teacher(z_t, times.t, cond).x_hat
         if self.teacher_sampler == "ddim":
             return ddim_step(schedule, x_tch, z_t, times.t, times.s)
-        v_t = self.eta * per_example_mean((x_tch - x).square())  # SPEC §4 (a)
+        v_t = self.eta * per_example_mean((x_tch - x).square())  # docs/math.md §4 (a)
         return addim_step(schedule, x_tch, z_t, times.t, times.s, v_t)
 
     def sample_times(self, batch: int, step: int, generator: torch.Generator) -> SegmentTimes:
@@ -133,7 +132,7 @@ class MultistepObjective:
         return segment_times(k, n, self.S, n_seg)
 
     def __call__(
-        self, denoiser: Denoiser, x: Tensor, cond: Tensor | None, step: int, generator: torch.Generator,
+        self, denoiser: Denoiser, x: Tensor, cond: Cond | None, step: int, generator: torch.Generator,
         times: SegmentTimes | None = None,
     ) -> LossOutput:
         schedule = denoiser.schedule

@@ -1,18 +1,20 @@
 """Samplers: pure functions ``sampler(denoiser, z, ts, *, cond=None, generator=None, **opts) -> x``.
 
 ``ts`` is a descending time grid from ``ts[0]`` (usually 1) to ``ts[-1] = 0``; ``z`` is z at ``ts[0]``.
+Each module registers its sampler in :data:`SAMPLERS` (see :mod:`fewstep.samplers.spec`); importing
+this package registers them all.
 """
-from .ddim import ddim, ddim_step, inv_ddim
-from .addim import addim, addim_step, VarianceTable, data_free_variance
-from .heun import heun
+# Importing a module registers its sampler.
+from .addim import VarianceTable, addim, addim_step, data_free_variance, resolve_variance
 from .ancestral import ancestral
 from .consistency import consistency
+from .ddim import ddim, ddim_step, inv_ddim
 from .ect import ect
-
-SAMPLERS = {"ddim": ddim, "addim": addim, "heun": heun, "ancestral": ancestral, "consistency": consistency, "ect": ect}
-MAX_STEPS = {"ect": 2}  # samplers defined only up to a number of steps
+from .heun import heun
+from .spec import SAMPLERS, SamplerSpec, TextOption, format_sampler, parse_sampler, register_sampler
 
 __all__ = [
-    "SAMPLERS", "ddim", "ddim_step", "inv_ddim", "addim", "addim_step", "VarianceTable",
-    "data_free_variance", "heun", "ancestral", "consistency", "ect", "MAX_STEPS",
+    "SAMPLERS", "SamplerSpec", "TextOption", "parse_sampler", "format_sampler", "register_sampler",
+    "ddim", "ddim_step", "inv_ddim", "addim", "addim_step", "VarianceTable", "data_free_variance", "resolve_variance",
+    "heun", "ancestral", "consistency", "ect",
 ]

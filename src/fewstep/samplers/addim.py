@@ -1,12 +1,12 @@
-"""Adjusted DDIM (SPEC §4; [MCM] §3.2, Alg. 3).
+"""Adjusted DDIM (docs/math.md §4; [MCM] §3.2, Alg. 3).
 
 Notation: ``v_t`` = v_t, the per-dimension variance of x | z_t that x̂ misses (tr Var[x|z_t]/d);
 ``c`` = α_s − α_t σ_s/σ_t; ``d`` = dimensions of one example.
 
     z_s = α_s x̂ + sqrt(σ_s² + d·c²·v_t/‖ε̂‖²) · ε̂,   ε̂ = (z_t − α_t x̂)/σ_t.
 
-v_t = 0 gives DDIM. Choices of v_t for sampling: :func:`data_free_variance` (SPEC §4 b) and a
-:class:`VarianceTable` measured on held-out data after teacher training (SPEC §4 c).
+v_t = 0 gives DDIM. Choices of v_t for sampling: :func:`data_free_variance` (docs/math.md §4 b) and a
+:class:`VarianceTable` measured on held-out data after teacher training (docs/math.md §4 c).
 """
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..cond import Cond, cond_slice
 from ..param import DenoiserLike, batch_times, expand_like
 from ..schedules import Schedule, snr
 from .ddim import coefficients, predict_x
+from .spec import TextOption, register_sampler
 
 # v_t as a function of the [B] times and the current x̂ and z_t; returns [B].
 VarianceFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -40,7 +42,7 @@ def addim_step(
 
 
 def data_free_variance(schedule: Schedule, fraction: float = 0.1) -> VarianceFn:
-    """SPEC §4 (b): v_t = 0.1/(2 + SNR_t), 10% of the posterior variance under a N(0, 0.5) prior."""
+    """docs/math.md §4 (b): v_t = 0.1/(2 + SNR_t), 10% of the posterior variance under a N(0, 0.5) prior."""
 
     def v(t: Tensor, x_hat: Tensor, z_t: Tensor) -> Tensor:
         return fraction / (2.0 + snr(schedule, t))
@@ -48,9 +50,18 @@ def data_free_variance(schedule: Schedule, fraction: float = 0.1) -> VarianceFn:
     return v
 
 
+def resolve_variance(choice: str | VarianceFn | None, schedule: Schedule, table: "VarianceTable | None") -> VarianceFn:
+    """aDDIM's v_t from a spec's named choice: ``table`` (c) where the run has one, else ``data_free`` (b)."""
+    if choice is None or callable(choice):
+        return choice or data_free_variance(schedule)
+    if choice not in ("table", "data_free"):
+        raise ValueError(f"variance must be 'table' or 'data_free', got {choice!r}")
+    return table if choice == "table" and table is not None else data_free_variance(schedule)
+
+
 @dataclass
 class VarianceTable:
-    """SPEC §4 (c): v_t = η·E‖x − x̂(z_t)‖²/d tabulated on a grid of t, linearly interpolated."""
+    """docs/math.md §4 (c): v_t = η·E‖x − x̂(z_t)‖²/d tabulated on a grid of t, linearly interpolated."""
 
     ts: Tensor      # [K] increasing times in (0, 1]
     values: Tensor  # [K] per-dimension variance at each time
@@ -78,7 +89,7 @@ class VarianceTable:
         *,
         eta: float = 0.75,
         points: int = 64,
-        cond: Tensor | None = None,
+        cond: Cond | None = None,
         generator: torch.Generator | None = None,
         batch: int = 1024,
     ) -> "VarianceTable":
@@ -89,7 +100,7 @@ class VarianceTable:
             err, count = 0.0, 0
             for i in range(0, len(x), batch):
                 xb = x[i : i + batch]
-                cb = None if cond is None else cond[i : i + batch]
+                cb = cond_slice(cond, i, i + batch)
                 eps = torch.randn(xb.shape, generator=generator, device=xb.device)
                 tb = batch_times(t, xb)
                 alpha, sigma = coefficients(denoiser.schedule, tb, xb)
@@ -100,13 +111,17 @@ class VarianceTable:
         return cls(ts, torch.tensor(values))
 
 
+@register_sampler("addim", text_options=(
+    TextOption("variance", {"table": "table", "data_free": "data_free"}),
+    TextOption("final", {"addim": "addim", "xhat": "x_hat"}),
+))
 @torch.no_grad()
 def addim(
     denoiser: DenoiserLike,
     z: Tensor,
     ts: Tensor,
     *,
-    cond: Tensor | None = None,
+    cond: Cond | None = None,
     generator: torch.Generator | None = None,
     clip_x: bool = False,
     variance: VarianceFn | None = None,

@@ -4,17 +4,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..cond import Cond
 from ..param import DenoiserLike, batch_times
 from .ddim import coefficients, predict_x
+from .spec import register_sampler
 
 
+@register_sampler("ancestral")
 @torch.no_grad()
 def ancestral(
     denoiser: DenoiserLike,
     z: Tensor,
     ts: Tensor,
     *,
-    cond: Tensor | None = None,
+    cond: Cond | None = None,
     generator: torch.Generator | None = None,
     clip_x: bool = False,
 ) -> Tensor:

@@ -1,4 +1,4 @@
-"""The multistep consistency sampler (SPEC §6; [MCM] Alg. 2).
+"""The multistep consistency sampler (docs/math.md §6; [MCM] Alg. 2).
 
 z_1 ~ N(0, I); for t = 1, (S−1)/S, …, 1/S with s = t − 1/S: z_s = DDIM_{t→s}(x̂_θ(z_t, t), z_t).
 The last step goes to s = 0, where DDIM returns x̂_θ(z_{1/S}, 1/S). Exactly S network calls; the
@@ -9,17 +9,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..cond import Cond
 from ..param import DenoiserLike
 from .ddim import ddim
+from .spec import register_sampler
 
 
+@register_sampler("consistency")
 @torch.no_grad()
 def consistency(
     denoiser: DenoiserLike,
     z: Tensor,
     ts: Tensor,
     *,
-    cond: Tensor | None = None,
+    cond: Cond | None = None,
     generator: torch.Generator | None = None,
     clip_x: bool = False,
 ) -> Tensor:

@@ -1,4 +1,4 @@
-"""DDIM and inverse DDIM (SPEC §3; [MCM] Eq. 4, 5).
+"""DDIM and inverse DDIM (docs/math.md §3; [MCM] Eq. 4, 5).
 
 Notation: ``t`` the current time, ``s < t`` the target time, ``x_hat`` = x̂, ``z_t``, ``z_s``.
 Times are scalars or [B] tensors; α_0 = 1, σ_0 = 0 exactly, so a step to s = 0 returns x̂.
@@ -8,8 +8,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..cond import Cond
 from ..param import DenoiserLike, batch_times, expand_like
 from ..schedules import Schedule
+from .spec import register_sampler
 
 
 def coefficients(schedule: Schedule, t: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
@@ -33,24 +35,25 @@ def inv_ddim(schedule: Schedule, z_s: Tensor, z_t: Tensor, t: Tensor, s: Tensor)
     return (z_s - ratio * z_t) / (alpha_s - alpha_t * ratio)
 
 
-def predict_x(denoiser: DenoiserLike, z_t: Tensor, t: Tensor, cond: Tensor | None, clip_x: bool) -> Tensor:
+def predict_x(denoiser: DenoiserLike, z_t: Tensor, t: Tensor, cond: Cond | None, clip_x: bool) -> Tensor:
     """x̂(z_t, t), clipped to the image range [−1, 1] when ``clip_x``."""
     x_hat = denoiser(z_t, t, cond).x_hat
     return x_hat.clamp(-1.0, 1.0) if clip_x else x_hat
 
 
+@register_sampler("ddim")
 @torch.no_grad()
 def ddim(
     denoiser: DenoiserLike,
     z: Tensor,
     ts: Tensor,
     *,
-    cond: Tensor | None = None,
+    cond: Cond | None = None,
     generator: torch.Generator | None = None,
     clip_x: bool = False,
 ) -> Tensor:
     """Deterministic DDIM over the grid ``ts`` (one network call per interval)."""
     for t, s in zip(ts[:-1], ts[1:]):
         x_hat = predict_x(denoiser, z, t, cond, clip_x)
-        z = ddim_step(denoiser.schedule, x_hat, z, t, s)  # DDIM, SPEC §3
+        z = ddim_step(denoiser.schedule, x_hat, z, t, s)  # DDIM, docs/math.md §3
     return z

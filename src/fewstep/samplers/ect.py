@@ -1,4 +1,4 @@
-"""ECT's 1- and 2-step sampling (SPEC §7 step 6; [ECT]).
+"""ECT's 1- and 2-step sampling (docs/math.md §7 step 6; [ECT]).
 
 Notation: u = σ/α (EDM/VE noise level, ``u_of_t``/``t_of_u``); ``u_mid`` the 2-step re-noise level.
 
@@ -14,20 +14,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..cond import Cond
 from ..param import DenoiserLike
 from ..schedules import t_of_u
 from .ddim import coefficients, predict_x
+from .spec import register_sampler
 
 MAX_STEPS = 2
 
 
+@register_sampler("ect", max_steps=MAX_STEPS)
 @torch.no_grad()
 def ect(
     denoiser: DenoiserLike,
     z: Tensor,
     ts: Tensor,
     *,
-    cond: Tensor | None = None,
+    cond: Cond | None = None,
     generator: torch.Generator | None = None,
     clip_x: bool = False,
     u_mid: float = 0.821,

@@ -9,23 +9,26 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..cond import Cond
 from ..param import DenoiserLike, batch_times
 from .ddim import coefficients, predict_x
+from .spec import register_sampler
 
 
-def _eps(denoiser: DenoiserLike, z: Tensor, t: Tensor, cond: Tensor | None, clip_x: bool) -> Tensor:
+def _eps(denoiser: DenoiserLike, z: Tensor, t: Tensor, cond: Cond | None, clip_x: bool) -> Tensor:
     alpha, sigma = coefficients(denoiser.schedule, t, z)
     x_hat = predict_x(denoiser, z, t, cond, clip_x)
     return (z - alpha * x_hat) / sigma
 
 
+@register_sampler("heun", nfe=lambda steps: 2 * steps - 1)  # no correction on the last step
 @torch.no_grad()
 def heun(
     denoiser: DenoiserLike,
     z: Tensor,
     ts: Tensor,
     *,
-    cond: Tensor | None = None,
+    cond: Cond | None = None,
     generator: torch.Generator | None = None,
     clip_x: bool = False,
 ) -> Tensor:

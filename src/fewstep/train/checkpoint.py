@@ -1,30 +1,31 @@
 """Checkpoints: safetensors for tensors, JSON for everything else; nothing is pickled.
 
 A run folder holds
-    config.json                  the resolved TrainConfig
-    checkpoint.json              format version, step, RNG states, optimiser hyper-state, extras,
-                                 and the name and sha256 of the weights file it belongs to
+    config.json                  the resolved run config (a plain JSON object here)
+    checkpoint.json              format version, step, RNG states, optimiser hyper-state, the run card
+                                 (``extra``), and the name and sha256 of the weights file it belongs to
     weights-<step>.safetensors   model.*, ema.*, opt.* tensors
     log.jsonl                    the run log
 
-Each file is written to a temporary name and renamed. The weights file is named by step and
-``checkpoint.json`` is renamed last, so a crash at any point leaves the previous checkpoint whole.
+Each file is written atomically (:func:`fewstep.io.atomic_write`: temporary name, fsync, rename, fsync
+of the folder). The weights file is named by step and ``checkpoint.json`` is renamed last, so a crash
+at any point leaves the previous checkpoint whole. This module knows the file format only; what a
+config or a card means is :mod:`fewstep.runs`' business.
 """
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
 
-from ..config import TrainConfig
 from ..errors import UserError
+from ..io import save_bytes, save_text, sha256_file
 
 FORMAT_VERSION = 1
 RUN_FILES = ("config.json", "checkpoint.json", "log.jsonl")
@@ -32,27 +33,13 @@ RUN_FILES = ("config.json", "checkpoint.json", "log.jsonl")
 
 @dataclass
 class Checkpoint:
-    config: TrainConfig
+    config: dict[str, Any]
     step: int
     model: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor]
     optimizer: dict[str, Any] | None = None
     rng: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def encode_rng(state: torch.Tensor) -> str:
@@ -88,50 +75,59 @@ def save_checkpoint(workdir: Path, ckpt: Checkpoint) -> None:
         opt_tensors, opt_meta = _flatten_optimizer(ckpt.optimizer)
         tensors.update(opt_tensors)
     weights = workdir / f"weights-{ckpt.step:08d}.safetensors"
-    tmp = weights.with_name(f".{weights.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, weights)
+    save_bytes(weights, save(tensors))
     meta = {
         "format_version": FORMAT_VERSION,
         "step": ckpt.step,
         "weights": weights.name,
-        "weights_sha256": _sha256(weights),
+        "weights_sha256": sha256_file(weights),
         "optimizer": opt_meta,
         "rng": ckpt.rng,
         "extra": ckpt.extra,
     }
-    atomic_write_text(workdir / "config.json", ckpt.config.to_json())
-    atomic_write_text(workdir / "checkpoint.json", json.dumps(meta, indent=1))
+    save_text(workdir / "config.json", json.dumps(ckpt.config, indent=2, sort_keys=True))
+    save_text(workdir / "checkpoint.json", json.dumps(meta, indent=1))
     for old in workdir.glob("weights-*.safetensors"):
         if old.name != weights.name:
             old.unlink()
 
 
-def load_checkpoint(workdir: Path | str, *, flag: str = "--run", with_optimizer: bool = False) -> Checkpoint:
+def read_checkpoint(workdir: Path | str, *, arg: str = "run", with_optimizer: bool = False) -> Checkpoint:
+    """The checkpoint in ``workdir``, its files checked: the format version, a weights file inside the
+    folder whose sha256 matches, JSON that parses. Errors name ``arg`` (the argument that gave the folder)."""
     workdir = Path(workdir)
     meta_path = workdir / "checkpoint.json"
     if not meta_path.is_file():
-        raise UserError(f"{flag}: {workdir} has no checkpoint.json; expected the folder of a fewstep run")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{flag}: cannot read {meta_path} ({exc})") from None
+        raise UserError(f"{workdir} has no checkpoint.json; expected the folder of a fewstep run", arg=arg)
+    meta = _read_json(meta_path, arg)
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != FORMAT_VERSION:
-        raise UserError(f"{flag}: {workdir} has checkpoint format version {version}; this fewstep reads version {FORMAT_VERSION}")
+        raise UserError(f"{workdir} has checkpoint format version {version}; this fewstep reads version {FORMAT_VERSION}", arg=arg)
+    config = _read_json(workdir / "config.json", arg)
+    if not isinstance(config, dict):
+        raise UserError(f"{workdir / 'config.json'} is not a JSON object", arg=arg)
+    name = meta.get("weights")
+    if not isinstance(name, str) or Path(name).name != name or not name.endswith(".safetensors"):
+        raise UserError(f"{meta_path} names the weights file {name!r}; expected a .safetensors file inside the run folder", arg=arg)
+    weights = workdir / name
+    if not weights.is_file() or sha256_file(weights) != meta.get("weights_sha256"):
+        raise UserError(f"{weights} is missing, truncated or does not match checkpoint.json", arg=arg)
     try:
-        config = TrainConfig.from_dict(json.loads((workdir / "config.json").read_text()))
-    except (OSError, ValueError, TypeError, UserError) as exc:
-        raise UserError(f"{flag}: cannot read {workdir / 'config.json'} ({exc})") from None
-    weights = workdir / meta["weights"]
-    if not weights.is_file() or _sha256(weights) != meta["weights_sha256"]:
-        raise UserError(f"{flag}: {weights} is missing, truncated or does not match checkpoint.json")
-    tensors = load_file(str(weights))
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"cannot read {weights} ({exc})", arg=arg) from None
     group = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
     optimizer = None
     if with_optimizer and meta.get("optimizer") is not None:
         optimizer = _unflatten_optimizer(group("opt."), meta["optimizer"])
-    return Checkpoint(config, meta["step"], group("model."), group("ema."), optimizer, meta.get("rng", {}), meta.get("extra", {}))
+    return Checkpoint(config, int(meta["step"]), group("model."), group("ema."), optimizer, meta.get("rng", {}), meta.get("extra", {}))
+
+
+def _read_json(path: Path, arg: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path} ({exc})", arg=arg) from None
 
 
 def remove_run(workdir: Path) -> None:

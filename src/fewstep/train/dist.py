@@ -65,6 +65,6 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             from ..errors import UserError
 
-            raise UserError("--device: cuda was requested but no CUDA device is available; use --device cpu or auto")
+            raise UserError("cuda was requested but no CUDA device is available; use --device cpu or auto", arg="device")
         return torch.device("cuda", local_rank())
     return torch.device(name)

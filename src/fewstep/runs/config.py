@@ -1,7 +1,7 @@
 """Training configuration: one frozen dataclass, named presets per data set, flags override.
 
 The resolved config is saved as ``config.json`` beside every checkpoint, so a run can be rebuilt
-from its folder alone.
+from its folder alone. Only :mod:`fewstep.runs` (and the CLI, which fills it from flags) reads it.
 """
 from __future__ import annotations
 
@@ -10,26 +10,35 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "mlp"                       # "mlp" | "unet"
+    """The backbone: a registered name (``mlp``, ``unet``) with the fields below, or an importable class
+    ``"package.module:Class"`` built as ``Class(**kwargs)`` (a user's own ``nn.Module``)."""
+
+    name: str = "mlp"                       # "mlp" | "unet" | "module:Class"
     width: int = 128
     depth: int = 4                          # MLP residual blocks
     mults: tuple[int, ...] = (1, 2)         # UNet width multipliers per level
     blocks: int = 1                         # UNet residual blocks per level
     attn_res: int = 4                       # UNet self-attention at sides ≤ this
     dropout: float = 0.0
+    kwargs: dict[str, Any] = field(default_factory=dict)  # constructor arguments of a "module:Class" backbone
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Everything that decides a run: data, objective, backbone, schedule, optimisation, and the settings
+    of multistep consistency (cd/ct, docs/math.md §5) and ECT (ect/mect, §7). Build one from a preset
+    (:func:`preset_for`), change fields with :func:`override` or ``dataclasses.replace``; a student of a
+    trained teacher starts from :func:`student_config`."""
+
     data: str = "moons"
     objective: str = "diffusion"
     model: ModelConfig = field(default_factory=ModelConfig)
-    prediction: str = "v"
+    prediction: str = "v"                  # what the backbone predicts: v | eps | x
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "cosine"})
     iters: int = 6000
     batch: int = 1024
@@ -46,8 +55,8 @@ class TrainConfig:
     eval_steps: int = 64
     ckpt_every: int = 1000
     log_every: int = 50
-    eta: float = 0.75                       # η: aDDIM's variance fraction (SPEC §4 a, c)
-    # Multistep consistency (SPEC §5); used when objective is "cd" or "ct".
+    eta: float = 0.75                       # η: aDDIM's variance fraction (docs/math.md §4 a, c)
+    # Multistep consistency (docs/math.md §5); used when objective is "cd" or "ct".
     teacher: str = ""                       # teacher run folder, or "ideal" (gaussians8's exact denoiser)
     student_steps: int = 4                  # S
     init: str = "teacher"                   # "teacher" | "none"
@@ -57,7 +66,7 @@ class TrainConfig:
     anneal_frac: float = 0.5                # I_anneal as a fraction of iters
     huber_c: float = 1e-3                   # c of the pseudo-Huber loss (mean over dimensions)
     weighting: str = "vspace"               # "vspace" | "snr1"
-    # Easy Consistency Tuning (SPEC §7); objective "ect" (1–2 step sampler) or "mect" (multistep ECT:
+    # Easy Consistency Tuning (docs/math.md §7); objective "ect" (1–2 step sampler) or "mect" (multistep ECT:
     # S = student_steps, with MCM's target, weighting and huber_c). Values are ECT's, for σ_d = 0.5 data.
     ect_p_mean: float = -1.1                # P_mean of u ~ LogNormal, shifted by ln(σ_d/0.5) at use
     ect_p_std: float = 2.0                  # P_std
@@ -81,10 +90,10 @@ class TrainConfig:
         model = dict(d.pop("model", {}))
         if "mults" in model:
             model["mults"] = tuple(model["mults"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"config: unknown fields {sorted(unknown)}")
+        for kind, given in ((cls, d), (ModelConfig, model)):
+            unknown = set(given) - {f.name for f in dataclasses.fields(kind)}
+            if unknown:
+                raise UserError(f"config: unknown fields {sorted(unknown)}")
         return cls(model=ModelConfig(**model), **d)
 
 
@@ -115,7 +124,7 @@ PRESETS: dict[str, TrainConfig] = {
 def student_config(teacher: TrainConfig, teacher_dir: str, objective: str, **fields: Any) -> TrainConfig:
     """A few-step student of ``teacher``: its data, backbone and schedule; a quarter of its iterations at
     a fifth of its learning rate (from scratch, ``init='none'``: the teacher's rate); EMA half-life 10%
-    of the run (SPEC §5). ``fields`` override any of it."""
+    of the run (docs/math.md §5). ``fields`` override any of it."""
     init = fields.pop("init", "teacher")
     base = dataclasses.replace(
         teacher, objective=objective, teacher=str(teacher_dir), init=init, iters=max(1, teacher.iters // 4),

@@ -1,0 +1,111 @@
+"""The Python entry point: ``fewstep.load(run).sample(n, steps=…, sampler=…)``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+
+from ..cond import Cond
+from ..errors import UserError
+from ..param import Denoiser
+from ..samplers import SamplerSpec, parse_sampler, resolve_variance
+from ..sampling import generate
+from ..train.dist import resolve_device
+from .card import RunCard
+from .config import TrainConfig
+from .folder import open_denoiser
+
+VARIANCES = ("table", "data_free")
+FINALS = {"addim": "addim", "xhat": "x_hat", "x_hat": "x_hat"}
+
+
+class Run:
+    """A trained run loaded for sampling: the EMA weights, the data's units and the run's own sampler."""
+
+    def __init__(self, workdir: Path | str, device: str = "auto", backbone: nn.Module | None = None, arg: str = "run") -> None:
+        self.workdir = Path(workdir)
+        self.device = resolve_device(device)
+        config, card, ckpt, denoiser = open_denoiser(workdir, arg=arg, backbone=backbone, device=self.device)
+        self.config: TrainConfig = config
+        self.card: RunCard = card
+        self.step = ckpt.step
+        self.denoiser: Denoiser = denoiser
+        self.shape = tuple(card.data_shape)
+        self.normaliser = card.normaliser
+
+    @property
+    def is_student(self) -> bool:
+        return self.card.is_student
+
+    @property
+    def sampler(self) -> SamplerSpec:
+        """The run's own sampler and step count: S-step consistency for a multistep student, ECT's
+        2-step sampler for ECT, DDIM for a teacher."""
+        return self.card.sampler
+
+    @property
+    def default_sampler(self) -> str:
+        return self.sampler.name
+
+    @property
+    def default_steps(self) -> int:
+        return int(self.sampler.steps or 64)
+
+    def spec(self, sampler: str | SamplerSpec | None = None, steps: int | None = None, *,
+             variance: str | None = None, final: str | None = None) -> SamplerSpec:
+        """A sampler spec for this run: the run's own when ``sampler`` is None (its options kept only for
+        the same sampler), ``variance`` and ``final`` override aDDIM's options."""
+        own = self.sampler
+        if sampler is None:
+            spec = own
+        elif isinstance(sampler, SamplerSpec):
+            spec = sampler
+        else:
+            spec = parse_sampler(sampler)
+            if spec.name == own.name:  # e.g. ECT's u_mid, scaled to this run's data
+                spec = SamplerSpec(spec.name, spec.steps, {**own.options, **spec.options})
+        options = dict(spec.options)
+        if variance is not None:
+            if variance not in VARIANCES:
+                raise UserError(f"expected one of {', '.join(VARIANCES)}, got {variance!r}", arg="variance")
+            options["variance"] = variance
+        if final is not None:
+            if final not in FINALS:
+                raise UserError(f"aDDIM's last step is 'addim' or 'xhat', got {final!r}", arg="sampler")
+            options["final"] = FINALS[final]
+        if spec.name != "addim":
+            options.pop("variance", None), options.pop("final", None)
+        return SamplerSpec(spec.name, steps or spec.steps or (own.steps if spec.name == own.name else None) or 64, options).check()
+
+    def sampler_options(self, spec: SamplerSpec) -> dict[str, Any]:
+        """The spec's options as the sampler takes them: aDDIM's named v_t resolved to this run's table
+        (math.md §4 c) or the data-free (b)."""
+        options = dict(spec.options)
+        if spec.name == "addim":
+            options["variance"] = resolve_variance(options.get("variance", "table"), self.denoiser.schedule, self.card.variance_table)
+        return options
+
+    def sample_tensor(
+        self, n: int, *, steps: int | None = None, sampler: str | SamplerSpec | None = None, seed: int = 0,
+        variance: str | None = None, batch_size: int | None = None, clip_x: bool = False, final: str | None = None,
+        cond: Cond | None = None,
+    ) -> Tensor:
+        """``n`` samples in model units (standardised points, images in [−1, 1])."""
+        spec = self.spec(sampler, steps, variance=variance, final=final)
+        return generate(self.denoiser, n, self.shape, spec, seed=seed, device=self.device, batch_size=batch_size,
+                        cond=cond, clip_x=clip_x, **self.sampler_options(spec))
+
+    def sample(self, n: int, **kwargs: Any) -> np.ndarray:
+        """``n`` samples in the data's own units: points un-standardised, images uint8 [N, H, W, C]."""
+        return self.normaliser.to_data(self.sample_tensor(n, **kwargs).numpy())
+
+
+def load(run: Path | str, device: str = "auto", backbone: nn.Module | None = None) -> Run:
+    """Open the run folder ``run`` for sampling (``fewstep.load("runs/moons").sample(1000)``).
+
+    ``device``: auto (CUDA if available), cpu or cuda. ``backbone``: an instance of the run's backbone
+    class, for a run made from Python with a class fewstep cannot import or rebuild; its weights are
+    loaded from the run. The folder is checked like any untrusted input: one-line errors, nothing raw."""
+    return Run(run, device, backbone)
