@@ -18,8 +18,8 @@ from typing import Callable
 
 import torch
 
-from fewstep.build import build_denoiser
-from fewstep.config import ModelConfig, preset_for
+from fewstep.runs.build import build_denoiser
+from fewstep.runs.config import ModelConfig, preset_for
 from fewstep.data import load_dataset
 from fewstep.io import save_json
 from fewstep.objectives import DiffusionObjective, MultistepObjective

@@ -1,4 +1,4 @@
-"""The quality-vs-steps study: teachers, samplers, and multistep consistency students (SPEC §4–6).
+"""The quality-vs-steps study: teachers, samplers, and multistep consistency students (docs/math.md §4–6).
 
     python benchmarks/study.py                  # everything, cached and resumable
     python benchmarks/study.py --only teachers samplers
@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from fewstep.api import load
-from fewstep.config import TrainConfig, preset_for, student_config
+from fewstep.runs import load
+from fewstep.runs.config import TrainConfig, preset_for, student_config
 from fewstep.data import load_dataset
 from fewstep.evaluation import evaluate_run
 from fewstep.io import save_json
-from fewstep.train.loop import ensure_trained
+from fewstep.runs import ensure_trained
 
 STEPS = [1, 2, 4, 8, 16, 64, 256]
 SAMPLERS = ["ddim", "addim", "addim:data_free", "heun"]
@@ -67,7 +67,7 @@ def student_specs() -> list[Spec]:
     for weighting, c in (("snr1", 1e-3), ("vspace", 1e-1), ("vspace", 1e-5)):
         specs.append(Spec(f"{m}-cd-{weighting}-c{c:g}-S4", m, {"objective": "cd", "student_steps": 4, "weighting": weighting, "huber_c": c}, "ablation: weighting and c"))
     specs.append(Spec(f"{m}-ct-scratch-S4", m, {"objective": "ct", "student_steps": 4, "init": "none", "iters": 2 * teacher_config(m).iters // 4}, "ablation: CT from scratch (2x budget)"))
-    # Easy Consistency Tuning (SPEC §7) on the same teachers and budget; multistep ECT on moons.
+    # Easy Consistency Tuning (docs/math.md §7) on the same teachers and budget; multistep ECT on moons.
     for data in ("moons", "digits"):
         specs.append(Spec(f"{data}-ect", data, {"objective": "ect"}, "ECT", ("ect",), (1, 2)))
     for s in (2, 4, 8):
@@ -109,7 +109,7 @@ def main() -> None:
         record(f"teacher-{data}", data=data, group="teacher", iters=config.iters, train_seconds_now=round(seconds, 1))
         if "samplers" in args.only:
             rows = cached_eval(workdir, SAMPLERS, STEPS, data) + cached_eval(workdir, ["ddim", "addim"], [512], data)
-            # aDDIM's last step to s = 0 against returning x̂ there (SPEC §4: report which is better).
+            # aDDIM's last step to s = 0 against returning x̂ there (docs/math.md §4: report which is better).
             rows += cached_eval(workdir, ["addim:table:xhat", "addim:data_free:xhat"], [1, 2, 4, 8], data)
             record(f"teacher-{data}", rows=rows)
             print(f"[study] teacher-{data}: sampler table done", flush=True)

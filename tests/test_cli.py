@@ -14,7 +14,7 @@ from PIL import Image
 import fewstep
 from conftest import run_fewstep, snapshot
 from fewstep.cli.main import build_parser
-from fewstep.config import PRESETS, preset_for
+from fewstep.runs.config import PRESETS, preset_for
 from fewstep.data import load_dataset
 from fewstep.train.log import read_log
 

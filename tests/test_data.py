@@ -208,5 +208,5 @@ def test_ambiguous_layout_is_refused_with_a_hint(tmp_path: Path) -> None:
         with pytest.raises(UserError) as info:
             load_dataset(str(tmp_path / "amb.npy"))
         message = str(info.value)
-        assert "--data" in message and "amb.npy" in message and str(list(shape)) in message
+        assert message.startswith("data: ") and "amb.npy" in message and str(list(shape)) in message
         assert "transpose" in message and "\n" not in message

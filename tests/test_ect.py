@@ -10,13 +10,14 @@ import pytest
 import torch
 from conftest import Spy, mlp_denoiser
 
-from fewstep.config import TrainConfig
+from fewstep.runs.config import TrainConfig
 from fewstep.errors import UserError
-from fewstep.objectives import ECTObjective, MultistepECTObjective, make_objective
+from fewstep.objectives import ECTObjective, MultistepECTObjective
+from fewstep.runs.objective import make_objective
 from fewstep.objectives.ect import default_huber_c, ect_loss, ect_r, ect_weight, sample_u, segment_r, stage_at
 from fewstep.objectives.multistep import consistency_loss, consistency_target, pseudo_huber
 from fewstep.param import Prediction, expand_like
-from fewstep.samplers import ect
+from fewstep.samplers import SamplerSpec, ect
 from fewstep.sampling import generate
 from fewstep.schedules import CosineSchedule, InterpolatedSchedule, t_of_u, time_grid, u_of_t, u_range
 
@@ -116,7 +117,7 @@ def test_sample_u_median_is_exp_p_mean():
 def test_sigma_data_rescales_p_mean_and_u_mid():
     obj = ECTObjective(iters=80, sigma_data=1.0)
     assert obj.p_mean == pytest.approx(-1.1 + math.log(2.0)) and obj.u_mid == pytest.approx(1.642)
-    assert obj.eval_sampler == ("ect", 2) and obj.eval_options == {"u_mid": obj.u_mid}
+    assert obj.sampler == SamplerSpec("ect", 2, {"u_mid": obj.u_mid})
     assert ECTObjective(iters=80, sigma_data=0.5).p_mean == -1.1
     assert default_huber_c("ect", 4) == 0.03 and default_huber_c("inv_gap", 4) == 0.0
     with pytest.raises(ValueError):
@@ -213,7 +214,7 @@ def test_ect_sampler_calls_and_one_step():
 
     with pytest.raises(ValueError, match="1 or 2 steps"):
         ect(spy, z, time_grid(3))
-    with pytest.raises(UserError, match="--steps"):
+    with pytest.raises(UserError, match="^steps: "):
         generate(spy, 8, (2,), sampler="ect", steps=3)
     assert generate(spy, 8, (2,), sampler="ect", steps=2, u_mid=u_mid).shape == (8, 2)
 
@@ -272,25 +273,29 @@ def test_multistep_ect_at_segment_start_is_consistency_target(weighting):
 def test_make_objective_builds_ect_with_meta():
     x = torch.randn(1000, 2, generator=gen(17)) * 0.7
     data = SimpleNamespace(train=x, name="fake")
-    config = TrainConfig(objective="ect", init="none", iters=800)
-    obj = make_objective(config, data, torch.device("cpu"))
-    assert isinstance(obj, ECTObjective) and obj.init_weights is None
+    cpu, schedule = torch.device("cpu"), CosineSchedule()
+    composed = make_objective(TrainConfig(objective="ect", init="none", iters=800), data, cpu, schedule)
+    obj = composed.objective
+    assert isinstance(obj, ECTObjective) and composed.teacher.weights is None
     sigma_data = float(x.double().std())
     assert obj.sigma_data == pytest.approx(sigma_data)
-    for key in ("objective", "P_mean", "P_std", "q", "k", "b", "iters_per_stage", "u_mid"):
-        assert key in obj.meta, key
-    assert obj.meta["objective"] == "ect" and obj.meta["iters_per_stage"] == 100.0
-    assert obj.meta["u_mid"] == pytest.approx(0.821 * sigma_data / 0.5)
-    mect = make_objective(TrainConfig(objective="mect", init="none", student_steps=3), data, torch.device("cpu"))
-    assert isinstance(mect, MultistepECTObjective) and mect.eval_sampler == ("consistency", 3)
-    assert mect.meta["objective"] == "mect" and mect.meta["student_steps"] == 3
-    with pytest.raises(UserError, match="--init"):
-        make_objective(TrainConfig(objective="ect"), data, torch.device("cpu"))  # init from a teacher needs one
+    hyper = composed.card["hyper"]
+    for key in ("P_mean", "P_std", "q", "k", "b", "iters_per_stage", "u_mid"):
+        assert key in hyper, key
+    assert hyper["iters_per_stage"] == 100.0
+    assert hyper["u_mid"] == pytest.approx(0.821 * sigma_data / 0.5)
+    assert obj.sampler.name == "ect" and obj.sampler.options["u_mid"] == hyper["u_mid"]
+    mect = make_objective(TrainConfig(objective="mect", init="none", student_steps=3), data, cpu, schedule)
+    assert isinstance(mect.objective, MultistepECTObjective)
+    assert (mect.objective.sampler.name, mect.objective.sampler.steps) == ("consistency", 3)
+    assert mect.card["student_steps"] == 3
+    with pytest.raises(UserError, match="^init: "):
+        make_objective(TrainConfig(objective="ect"), data, cpu, schedule)  # init from a teacher needs one
 
 
 def test_cli_ect_train_and_sample(cli, tmp_path):
-    from fewstep.api import load
-    from fewstep.train.checkpoint import load_checkpoint
+    from fewstep.runs import load
+    from fewstep.train.checkpoint import read_checkpoint
 
     tiny = ["--data", "moons", "--iters", "30", "--batch", "64", "--width", "32", "--eval-samples", "100", "--no-progress"]
     code, _, err = cli("train", "--out", tmp_path / "T", *tiny)
@@ -306,10 +311,10 @@ def test_cli_ect_train_and_sample(cli, tmp_path):
     run = load(tmp_path / "S")
     assert run.default_sampler == "ect" and run.default_steps == 2
     # The student started from the teacher: after 20 warm-up steps (lr ≤ 4e-5) its weights are still close.
-    teacher, student = load_checkpoint(tmp_path / "T"), load_checkpoint(tmp_path / "S")
-    assert run.config.init == "teacher" and student.extra["teacher_step"] == 30
+    teacher, student = read_checkpoint(tmp_path / "T"), read_checkpoint(tmp_path / "S")
+    assert run.config.init == "teacher" and run.card.teacher_step == 30
     assert max((student.model[k] - v).abs().max().item() for k, v in teacher.ema.items()) < 1e-2
-    assert run.sampler_options("ect") == {"u_mid": pytest.approx(run.extra["sigma_data"] / 0.5 * 0.821)}
+    assert run.sampler.options == {"u_mid": pytest.approx(run.card.hyper["sigma_data"] / 0.5 * 0.821)}
     code, _, err = cli("sample", "--run", tmp_path / "S", "--out", tmp_path / "s3.npz", "--steps", "3")
     assert code == 2 and err.count("\n") == 1 and "--steps" in err
 

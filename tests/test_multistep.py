@@ -521,11 +521,11 @@ def test_two_step_cd_student_beats_two_step_ddim_of_exact_teacher(tmp_path):
     2-step DDIM 0.404 (0.404–0.411 over sample seeds): ratio 0.46–0.57; data-vs-data floor ≈ 0.06.
     ~15–30 s on a shared 2-core CPU."""
     import fewstep
-    from fewstep.config import override, preset_for
+    from fewstep.runs.config import override, preset_for
     from fewstep.data import ideal_denoiser, load_dataset
     from fewstep.metrics.swd import sliced_wasserstein
     from fewstep.sampling import generate
-    from fewstep.train.loop import train
+    from fewstep.runs import train
 
     ds = load_dataset("gaussians8")
     ideal = ideal_denoiser(ds, CosineSchedule())

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fewstep.errors import UserError
 from fewstep.schedules import (
     CosineSchedule,
     InterpolatedSchedule,
@@ -149,7 +150,7 @@ def test_schedule_dict_round_trip(schedule):
 
 
 def test_schedule_from_dict_unknown_name():
-    with pytest.raises(ValueError, match="unknown schedule"):
+    with pytest.raises(UserError, match="unknown schedule 'linear'; expected one of cosine, interpolated"):
         schedule_from_dict({"name": "linear"})
 
 

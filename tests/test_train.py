@@ -12,10 +12,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_MOONS, VENV_BIN, run_fewstep
-from fewstep.config import TrainConfig, override, preset_for
+from fewstep.runs.config import TrainConfig, override, preset_for
 from fewstep.data import Dataset, load_dataset
 from fewstep.train.log import read_log
-from fewstep.train.loop import train
+from fewstep.runs import train
 
 OPT_BUG = ("src/fewstep/train/checkpoint.py: load_checkpoint(with_optimizer=True) strips the 'opt.' prefix with "
            "group('opt.') (line ~130) and then _unflatten_optimizer splits each name as 'opt.<idx>.<key>' (line ~77), "

@@ -54,7 +54,7 @@ def build_backbone(config: TrainConfig, shape: Sequence[int], num_classes: int |
     m = config.model
     if ":" in m.name:
         try:
-            return import_class(m.name)(**m.kwargs)
+            return backbone(m.name, **m.kwargs)
         except TypeError as exc:
             raise UserError(f"{m.name}(**{m.kwargs}) failed ({exc})", arg="model") from None
     return BACKBONES.get(m.name, arg="model")(m, shape, num_classes)

@@ -77,7 +77,9 @@ class Run:
             options["final"] = FINALS[final]
         if spec.name != "addim":
             options.pop("variance", None), options.pop("final", None)
-        return SamplerSpec(spec.name, steps or spec.steps or (own.steps if spec.name == own.name else None) or 64, options).check()
+        if steps is None:
+            steps = spec.steps or (own.steps if spec.name == own.name else None) or 64
+        return SamplerSpec(spec.name, steps, options).check()
 
     def sampler_options(self, spec: SamplerSpec) -> dict[str, Any]:
         """The spec's options as the sampler takes them: aDDIM's named v_t resolved to this run's table
