@@ -15,20 +15,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # so that `my_net` imp
 
 import fewstep  # noqa: E402
 from fewstep.data import load_dataset  # noqa: E402
+from fewstep.runs import train  # noqa: E402
 
 data = load_dataset("moons")
 teacher = fewstep.Denoiser(fewstep.backbone("my_net:MyNet", dim=2, width=128), fewstep.CosineSchedule(), prediction="eps")
 
 # 1. Train the teacher with fewstep's loop (skip this if yours is trained already).
-fewstep.train(fewstep.TrainConfig(data="moons", iters=1500, eval_samples=500), "runs/custom_teacher",
-              dataset=data, student=teacher)
+train(fewstep.TrainConfig(data="moons", iters=1500, eval_samples=500), "runs/custom_teacher", dataset=data, student=teacher)
 
 # 2. Distil: the student starts as a copy of the teacher's EMA weights; the teacher stays frozen.
 teacher = fewstep.load("runs/custom_teacher", device="cpu").denoiser.requires_grad_(False)
 student = copy.deepcopy(teacher).requires_grad_(True)
 config = fewstep.TrainConfig(data="moons", objective="cd", student_steps=4, iters=750, lr=2e-4, ema_halflife_frac=0.1,
                              init="none", eval_samples=500)
-fewstep.train(config, "runs/custom_student", dataset=data, student=student, teacher=teacher)
+train(config, "runs/custom_student", dataset=data, student=student, teacher=teacher)
 
 # 3. Reopen the student from its folder and sample with its own sampler: exactly 4 network calls.
 x = fewstep.load("runs/custom_student").sample(1000)

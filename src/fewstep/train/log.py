@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..io import save_text
+
 
 class JsonlLog:
     def __init__(self, path: Path, enabled: bool = True) -> None:
@@ -24,9 +26,7 @@ class JsonlLog:
         if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
+        save_text(self.path, "".join(line + "\n" for line in kept))
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,221 @@
+"""The composition layer (fewstep.runs): sampler specs, run cards, teacher re-timing, runs made from
+Python with a user's backbone, and run folders as untrusted input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import GaussianDenoiser, snapshot
+
+import fewstep
+from fewstep.cond import CondSpec
+from fewstep.data import Normaliser, load_dataset
+from fewstep.errors import UserError
+from fewstep.param import Denoiser, Retimed
+from fewstep.runs import load, train
+from fewstep.runs.card import RunCard
+from fewstep.runs.config import TrainConfig
+from fewstep.runs.teachers import on_schedule
+from fewstep.samplers import SAMPLERS, SamplerSpec, format_sampler, parse_sampler
+from fewstep.schedules import CosineSchedule, InterpolatedSchedule, logsnr_range
+
+TINY = dict(data="moons", iters=20, batch=64, eval_samples=64, ckpt_every=1000)
+
+
+# --- SamplerSpec: parsed and printed in one place ------------------------------------------------
+
+@pytest.mark.parametrize("text, options", [
+    ("ddim", {}), ("addim", {}), ("addim:data_free", {"variance": "data_free"}),
+    ("addim:table:xhat", {"variance": "table", "final": "x_hat"}), ("heun", {}), ("ect", {}),
+])
+def test_sampler_spec_round_trips_its_string(text, options):
+    spec = parse_sampler(text, steps=2)
+    assert spec == SamplerSpec(text.split(":")[0], 2, options)
+    assert format_sampler(spec) == text and str(spec) == text
+
+
+def test_sampler_spec_prints_omitted_options_as_their_defaults():
+    assert format_sampler(SamplerSpec("addim", 4, {"final": "x_hat"})) == "addim:table:xhat"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("dpm", "unknown sampler 'dpm'; expected one of"), ("addim:exact", "variance is one of table, data_free"),
+    ("addim:table:xhat:more", "at most 2 ':' options"), ("ddim:table", "at most 0 ':' options"),
+])
+def test_bad_sampler_specs_name_the_argument(text, message):
+    with pytest.raises(UserError, match=message) as info:
+        parse_sampler(text)
+    assert info.value.arg == "sampler"
+
+
+def test_sampler_registry_knows_steps_and_calls():
+    assert SamplerSpec("heun", 4).nfe() == 7 and SamplerSpec("ddim", 4).nfe() == 4
+    with pytest.raises(UserError, match="at most 2 steps"):
+        SamplerSpec("ect", 3).check()
+    assert set(SAMPLERS) >= {"ddim", "addim", "heun", "ancestral", "consistency", "ect"}
+
+
+# --- the run card ------------------------------------------------------------------------------
+
+def test_run_card_reads_the_flat_extra_of_older_runs():
+    legacy = {"data": "moons", "data_shape": [2], "normaliser": {"kind": "points", "shift": [0.5, 0.2], "scale": [0.9, 0.5]},
+              "num_classes": None, "teacher": "runs/moons", "teacher_step": 6000, "teacher_data": "moons",
+              "P_mean": -1.3, "u_mid": 0.4, "sigma_data": 0.25, "objective": "ect", "log_window": {"loss": [0.1]}}
+    card = RunCard.from_dict(legacy, "ect")
+    assert card.sampler == SamplerSpec("ect", 2, {"u_mid": 0.4}) and card.teacher_step == 6000
+    assert card.hyper == {"P_mean": -1.3, "u_mid": 0.4, "sigma_data": 0.25}
+    cd = RunCard.from_dict({**legacy, "student_steps": 4}, "cd")
+    assert cd.sampler == SamplerSpec("consistency", 4) and cd.is_student
+    again = RunCard.from_dict(card.to_dict(), "ect")
+    assert again == card
+
+
+def test_run_card_refuses_a_malformed_extra():
+    with pytest.raises(UserError, match="run card .* incomplete or malformed"):
+        RunCard.from_dict({"data": "moons"}, "diffusion")
+    card = RunCard("moons", (2,), Normaliser("points", (0.0, 0.0), (1.0, 1.0)))
+    with pytest.raises(UserError, match="data shape"):
+        RunCard.from_dict({**card.to_dict(), "data_shape": [0]}, "diffusion")
+
+
+# --- teacher and student schedules (docs/math.md §12) -------------------------------------------
+
+def test_retimed_teacher_equals_the_teacher_at_the_same_log_snr():
+    mu = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    teacher = GaussianDenoiser(CosineSchedule(logsnr_min=-20.0, logsnr_max=20.0), mu, 0.5)
+    student = CosineSchedule(shift=-2.0)  # log-SNR in [−17, 13]
+    retimed = on_schedule(teacher, student)
+    assert isinstance(retimed, Retimed) and retimed.schedule is student
+    exact = GaussianDenoiser(student, mu, 0.5)  # the same data, evaluated on the student's own schedule
+    t = torch.linspace(0.02, 0.98, 25)
+    z = torch.randn(25, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert torch.allclose(retimed(z, t).x_hat, exact(z, t).x_hat, rtol=1e-4, atol=1e-5)
+    assert on_schedule(exact, student) is exact  # the same schedule is never wrapped
+
+
+def test_a_teacher_whose_range_does_not_cover_the_student_is_refused():
+    mu = torch.zeros(2, dtype=torch.float64)
+    narrow = GaussianDenoiser(CosineSchedule(logsnr_min=-10.0, logsnr_max=10.0), mu, 0.5)
+    assert logsnr_range(narrow.schedule) == pytest.approx((-10.0, 10.0), abs=1e-4)
+    with pytest.raises(UserError, match="does not cover the student's") as info:
+        on_schedule(narrow, CosineSchedule())
+    assert info.value.arg == "teacher"
+
+
+def test_distillation_from_a_teacher_on_another_schedule_calls_it_at_the_matching_times(tmp_path):
+    """CD of a student on the cosine schedule from a teacher on a shifted one: with N = 8 and S = 2 the
+    student's times are j/8, and every teacher call is at the teacher's time of the same log-SNR."""
+    other = CosineSchedule(logsnr_min=-20.0, logsnr_max=20.0, shift=-3.0)
+    calls: list[torch.Tensor] = []
+
+    class Recording(GaussianDenoiser):
+        def __call__(self, z_t, t, cond=None):
+            calls.append(torch.as_tensor(t).clone())
+            return super().__call__(z_t, t, cond)
+
+    teacher = Recording(other, torch.zeros(2), 1.0)
+    config = TrainConfig(objective="cd", init="none", student_steps=2, n0=8, n1=8, **TINY)
+    train(config, tmp_path / "cd", teacher=teacher, progress=False)
+    grid = torch.arange(1, 9) / 8
+    expected = other.t_from_logsnr(CosineSchedule().logsnr(grid))
+    seen = torch.cat(calls)
+    distance = (seen[:, None] - expected[None, :]).abs().min(1).values
+    assert float(distance.max()) < 1e-6
+    assert float((seen[:, None] - grid[None, :]).abs().min(1).values.max()) > 1e-3  # not the student's own times
+    assert load(tmp_path / "cd").card.teacher == "python object"
+
+
+# --- runs made from Python reopen from their folders ------------------------------------------
+
+def test_a_user_backbone_built_by_import_path_reopens_from_its_folder(tmp_path):
+    net = fewstep.backbone("tiny_backbone:TinyNet", dim=2, width=16)
+    student = Denoiser(net, InterpolatedSchedule(res=8), prediction="eps")
+    train(TrainConfig(**TINY), tmp_path / "run", student=student, progress=False)
+    run = load(tmp_path / "run")
+    assert run.config.model.name == "tiny_backbone:TinyNet" and run.config.model.kwargs == {"dim": 2, "width": 16}
+    assert run.config.prediction == "eps" and run.config.schedule == student.schedule.to_dict()
+    assert type(run.denoiser.backbone).__name__ == "TinyNet" and run.denoiser.prediction == "eps"
+    z = torch.randn(8, 2)
+    with torch.no_grad():
+        assert torch.equal(run.denoiser(z, 0.5).x_hat, run.denoiser(z, 0.5).x_hat)
+    assert run.sample(16).shape == (16, 2)
+
+
+def test_a_backbone_fewstep_cannot_rebuild_reopens_with_an_instance(tmp_path):
+    class Local(torch.nn.Module):  # defined in a function: not importable
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 2)
+
+        def forward(self, z, t, cond=None):
+            return self.lin(torch.cat([z, t[:, None]], 1))
+
+    train(TrainConfig(**TINY), tmp_path / "run", student=Denoiser(Local(), CosineSchedule()), progress=False)
+    with pytest.raises(UserError, match=r"cannot be rebuilt by fewstep .* fewstep.load\(run, backbone=\.\.\.\)"):
+        load(tmp_path / "run")
+    run = load(tmp_path / "run", backbone=Local())
+    assert run.sample(8).shape == (8, 2)
+    with pytest.raises(UserError, match="do not fit the backbone"):
+        load(tmp_path / "run", backbone=torch.nn.Linear(5, 2))
+
+
+def test_a_recipe_that_does_not_rebuild_the_module_is_refused_before_training(tmp_path):
+    from tiny_backbone import ClaimsKwargs
+
+    with pytest.raises(UserError, match="does not rebuild the given backbone"):
+        train(TrainConfig(**TINY), tmp_path / "run", student=Denoiser(ClaimsKwargs(), CosineSchedule()), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+# --- run folders are untrusted input --------------------------------------------------------------
+
+def test_weights_named_outside_the_run_folder_are_refused(moons_run, tmp_path, cli):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(moons_run, run)
+    meta = json.loads((run / "checkpoint.json").read_text())
+    shutil.copy(run / meta["weights"], tmp_path / "outside.safetensors")
+    meta["weights"] = "../outside.safetensors"
+    (run / "checkpoint.json").write_text(json.dumps(meta))
+    before = snapshot(tmp_path)
+    code, _, err = cli("sample", "--run", run, "--out", tmp_path / "s.npz")
+    assert code == 2 and err.count("\n") == 1 and "--run:" in err and "inside the run folder" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_config_edited_to_another_width_is_one_line(moons_run, tmp_path, cli):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(moons_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["width"] *= 2
+    (run / "config.json").write_text(json.dumps(config))
+    code, _, err = cli("sample", "--run", run, "--out", tmp_path / "s.npz")
+    assert code == 2 and err.count("\n") == 1 and "do not fit the backbone its config describes" in err
+
+
+def test_library_errors_name_arguments_and_the_cli_names_flags(moons_run, tmp_path, cli):
+    with pytest.raises(UserError, match="^steps: ") as info:
+        load(moons_run).sample(4, steps=3, sampler="ect")
+    assert info.value.for_flags({}) .startswith("--steps: ")
+    assert UserError("expected more", arg="n").for_flags({"n": "-n"}) == "-n: expected more"
+    code, _, err = cli("report", str(tmp_path / "missing"), "--out", tmp_path / "r")
+    assert code == 2 and err.startswith("fewstep: error: RUN: ")
+
+
+def test_cond_spec_gives_the_null_condition():
+    spec = CondSpec({"class": 10})
+    null = spec.null(3)
+    assert spec.keys == ("class",) and torch.equal(null["class"], torch.full((3,), 10))
+    assert CondSpec().null(3) is None
+
+
+def test_teacher_folder_of_other_data_shape_is_refused(moons_run, tmp_path):
+    digits = load_dataset("digits")
+    config = TrainConfig(data="digits", objective="cd", teacher=str(moons_run), init="none", iters=1)
+    with pytest.raises(UserError, match=r"trained on examples of shape \[2\]"):
+        train(config, tmp_path / "s", dataset=digits, progress=False)
