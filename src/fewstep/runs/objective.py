@@ -1,0 +1,84 @@
+"""``make_objective``: the objective a config trains, with its teacher and what the run card records
+about both. One factory per objective name, in :data:`OBJECTIVES`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..data import Dataset
+from ..errors import UserError
+from ..objectives import DiffusionObjective, ECTObjective, MultistepECTObjective, MultistepObjective, Objective
+from ..param import DenoiserLike
+from ..registry import Registry
+from ..schedules import Schedule
+from .config import TrainConfig
+from .teachers import Teacher, resolve_teacher
+
+# name -> factory(config, dataset, teacher) -> (objective, what the card records about it)
+Factory = Callable[[TrainConfig, Dataset, Teacher], "tuple[Objective, dict[str, Any]]"]
+OBJECTIVES: Registry[Factory] = Registry("objective")
+
+
+@dataclass
+class Composed:
+    objective: Objective
+    teacher: Teacher
+    card: dict[str, Any]   # teacher and objective fields of the run card
+
+
+@OBJECTIVES.register("diffusion")
+def _diffusion(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
+    return DiffusionObjective(config.eta, sampler_steps=config.eval_steps), {}
+
+
+def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
+    objective = MultistepObjective(
+        teacher.denoiser if config.objective == "cd" else None, config.student_steps, iters=config.iters,
+        n0=config.n0, n1=config.n1, anneal_frac=config.anneal_frac, teacher_sampler=config.teacher_sampler,
+        eta=config.eta, huber_c=config.huber_c, weighting=config.weighting,
+    )
+    return objective, {"student_steps": config.student_steps,
+                       "n_schedule": {"n0": config.n0, "n1": config.n1, "anneal_frac": config.anneal_frac}}
+
+
+OBJECTIVES.register("cd")(_multistep)
+OBJECTIVES.register("ct")(_multistep)
+
+
+def _check_curriculum(config: TrainConfig) -> dict[str, Any]:
+    if config.ect_q < 1:
+        raise UserError(f"expected a number >= 1 (the curriculum's ratio q), got {config.ect_q}", arg="ect_q")
+    if config.ect_stages < 1:
+        raise UserError(f"expected a positive integer, got {config.ect_stages}", arg="ect_stages")
+    return {"q": config.ect_q, "k": config.ect_k, "b": config.ect_b, "stages": config.ect_stages}
+
+
+@OBJECTIVES.register("ect")
+def _ect(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
+    """ECT: the teacher gives only the initial weights, it is never called."""
+    sigma_data = float(dataset.train.double().std())  # σ_d: the data's std in model units
+    objective = ECTObjective(
+        iters=config.iters, sigma_data=sigma_data, p_mean=config.ect_p_mean, p_std=config.ect_p_std,
+        u_mid=config.ect_u_mid, weighting=config.ect_weighting, huber_c=config.ect_c, **_check_curriculum(config),
+    )
+    return objective, {"hyper": objective.describe()}
+
+
+@OBJECTIVES.register("mect")
+def _mect(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
+    objective = MultistepECTObjective(config.student_steps, iters=config.iters, huber_c=config.huber_c,
+                                      weighting=config.weighting, **_check_curriculum(config))
+    state = objective.state()
+    return objective, {"student_steps": config.student_steps, "hyper": {k: v for k, v in state.items() if k != "student_steps"}}
+
+
+def make_objective(config: TrainConfig, dataset: Dataset, device: torch.device, schedule: Schedule,
+                   teacher: DenoiserLike | None = None) -> Composed:
+    """The objective of ``config`` on the student's ``schedule``; ``teacher`` (any denoiser) overrides
+    ``config.teacher``. A diffusion teacher has no teacher of its own."""
+    factory = OBJECTIVES.get(config.objective, arg="objective")
+    source = Teacher(None, None) if config.objective == "diffusion" else resolve_teacher(config, dataset, device, schedule, teacher)
+    objective, card = factory(config, dataset, source)
+    return Composed(objective, source, {**source.card, **card})

@@ -1,0 +1,125 @@
+"""Teacher sources: where the frozen teacher of a distillation comes from, as a denoiser on the
+student's schedule, with the weights a student may start from.
+
+    ""               no teacher (CT or ECT from scratch)
+    "ideal"          the data set's exact denoiser (gaussians8)
+    "PATH"           a fewstep run folder (the default source)
+    a Python object  any denoiser, passed to ``train(…, teacher=…)``
+
+A new source is one module with ``@TEACHER_SOURCES.register("name")``, read from ``name:ARG``, and one
+import line in :mod:`fewstep.runs`. A teacher on another schedule is re-timed through log-SNR (docs/math.md
+§12) when its range covers the student's, refused otherwise; never silently mixed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..data import Dataset, ideal_denoiser
+from ..errors import UserError
+from ..param import DenoiserLike, Retimed
+from ..registry import Registry
+from ..schedules import Schedule, logsnr_range
+from .config import TrainConfig
+from .folder import open_denoiser
+
+LOGSNR_TOL = 1e-3
+
+
+@dataclass
+class Teacher:
+    denoiser: DenoiserLike | None                # None: CT or ECT from scratch, no teacher at all
+    weights: dict[str, torch.Tensor] | None      # EMA weights to start the student from
+    card: dict[str, Any] = field(default_factory=dict)  # teacher, teacher_step, teacher_data
+
+
+@dataclass
+class SourceContext:
+    config: TrainConfig       # the student's
+    dataset: Dataset
+    device: torch.device
+
+
+TEACHER_SOURCES: Registry[Callable[[str, SourceContext], Teacher]] = Registry("teacher source")
+
+
+@TEACHER_SOURCES.register("ideal")
+def _ideal(arg: str, ctx: SourceContext) -> Teacher:
+    from ..schedules import schedule_from_dict
+
+    exact = ideal_denoiser(ctx.dataset, schedule_from_dict(ctx.config.schedule))
+    if exact is None:
+        raise UserError(f"'ideal' exists only for gaussians8, not for {ctx.dataset.name}", arg="teacher")
+    if ctx.config.init == "teacher":
+        raise UserError("the ideal teacher has no weights to start from; pass none", arg="init")
+    return Teacher(exact, None, {"teacher": "ideal"})
+
+
+@TEACHER_SOURCES.register("run")
+def _run_folder(path: str, ctx: SourceContext) -> Teacher:
+    config, card, ckpt, denoiser = open_denoiser(path, arg="teacher", device=ctx.device)
+    if config.objective != "diffusion":
+        raise UserError(f"{path} is a {config.objective} student; expected a diffusion teacher", arg="teacher")
+    if tuple(card.data_shape) != tuple(ctx.dataset.shape):
+        raise UserError(f"{path} was trained on examples of shape {list(card.data_shape)}; this data has "
+                        f"{list(ctx.dataset.shape)}", arg="teacher")
+    denoiser.requires_grad_(False)
+    weights = ckpt.ema if ctx.config.init == "teacher" else None
+    return Teacher(denoiser, weights, {"teacher": str(path), "teacher_step": ckpt.step, "teacher_data": config.data})
+
+
+def python_teacher(given: DenoiserLike, init: str) -> Teacher:
+    """A denoiser object; the student starts from its backbone's weights if it has one and ``init`` asks."""
+    weights = None
+    if init == "teacher" and isinstance(getattr(given, "backbone", None), torch.nn.Module):
+        weights = {k: v.detach().clone() for k, v in given.backbone.state_dict().items()}  # type: ignore[attr-defined]
+    return Teacher(given, weights, {"teacher": "python object"})
+
+
+def split_source(text: str) -> tuple[str, str]:
+    """An existing path → ("run", path); ``ideal`` → ("ideal", ""); ``name:ARG`` for a registered name →
+    (name, ARG); anything else is taken for a run folder (whose absence is then the error)."""
+    if Path(text).exists():
+        return "run", text
+    if text in TEACHER_SOURCES:
+        return text, ""
+    name, sep, rest = text.partition(":")
+    if sep and name in TEACHER_SOURCES:
+        return name, rest
+    return "run", text
+
+
+def on_schedule(teacher: DenoiserLike, schedule: Schedule) -> DenoiserLike:
+    """``teacher`` as a denoiser on ``schedule``: itself when the schedules agree, else re-timed through
+    log-SNR when its log-SNR range covers the student's; a one-line error otherwise."""
+    if teacher.schedule.to_dict() == schedule.to_dict():
+        return teacher
+    (t_lo, t_hi), (s_lo, s_hi) = logsnr_range(teacher.schedule), logsnr_range(schedule)
+    if s_lo < t_lo - LOGSNR_TOL or s_hi > t_hi + LOGSNR_TOL:
+        raise UserError(
+            f"the teacher's schedule {teacher.schedule.to_dict()} spans log-SNR [{t_lo:.3g}, {t_hi:.3g}], which does not "
+            f"cover the student's {schedule.to_dict()} [{s_lo:.3g}, {s_hi:.3g}]; give the student a schedule inside "
+            "the teacher's range", arg="teacher")
+    return Retimed(teacher, schedule)
+
+
+def resolve_teacher(config: TrainConfig, dataset: Dataset, device: torch.device, schedule: Schedule,
+                    given: DenoiserLike | None = None) -> Teacher:
+    """The teacher of ``config`` (``given`` takes precedence), as a denoiser on the student's ``schedule``."""
+    if given is not None:
+        teacher = python_teacher(given, config.init)
+    elif not config.teacher:
+        if config.objective == "cd":
+            raise UserError("cd needs a teacher run folder (or 'ideal' for gaussians8)", arg="teacher")
+        if config.init == "teacher":
+            raise UserError("'teacher' needs a teacher; pass none to train from scratch", arg="init")
+        return Teacher(None, None)
+    else:
+        name, arg = split_source(config.teacher)
+        teacher = TEACHER_SOURCES.get(name, arg="teacher")(arg, SourceContext(config, dataset, device))
+    assert teacher.denoiser is not None
+    teacher.denoiser = on_schedule(teacher.denoiser, schedule)
+    return teacher

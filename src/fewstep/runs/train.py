@@ -1,0 +1,132 @@
+"""``train(config, workdir)``: compose a run (data, denoiser, objective, teacher, card) and hand it to
+the generic loop; ``ensure_trained`` reuses, resumes or trains."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..batch import Batch, RandomBatches
+from ..data import Dataset, load_dataset
+from ..errors import UserError
+from ..param import Denoiser, DenoiserLike
+from ..sampling import generate
+from ..train import dist
+from ..train.checkpoint import remove_run
+from ..train.loop import LoopSettings, fit
+from .build import BACKBONES, build_backbone, build_denoiser, check_rebuilds, describe_class, recipe_of
+from .card import BackboneRecipe, RunCard
+from .config import ModelConfig, TrainConfig
+from .folder import read_run
+from .objective import make_objective
+
+
+def train(
+    config: TrainConfig,
+    workdir: Path | str,
+    *,
+    dataset: Dataset | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    progress: bool = True,
+    student: Denoiser | None = None,
+    teacher: DenoiserLike | None = None,
+) -> Path:
+    """Train ``config`` into the run folder ``workdir`` and return it.
+
+    ``dataset`` saves loading ``config.data`` again; ``resume`` continues the run in ``workdir``
+    (only ``config.iters`` may differ from its own); ``stop_after`` bounds the steps of this call (then
+    checkpoints). ``student`` replaces the backbone built from ``config.model`` with any ``nn.Module`` in
+    a :class:`Denoiser` (its schedule and prediction type are recorded in the run); ``teacher`` replaces
+    ``config.teacher`` with any denoiser. A run that could not be reopened from its folder is refused
+    before the first step.
+    """
+    workdir = Path(workdir)
+    device = dist.resolve_device(config.device)
+    dist.init(device)
+    dataset = dataset or load_dataset(config.data)
+    ckpt = None
+    if resume:
+        saved, _, ckpt = read_run(workdir, arg="resume", with_optimizer=True)
+        config = dataclasses.replace(saved, iters=config.iters)
+    recipe = None
+    if student is not None:
+        config, recipe = describe_student(config, student, dataset)
+
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    denoiser = (student or build_denoiser(config, dataset.shape)).to(device)
+    composed = make_objective(config, dataset, device, denoiser.schedule, teacher=teacher)
+    if ckpt is None and composed.teacher.weights is not None:
+        denoiser.backbone.load_state_dict(composed.teacher.weights)
+    card = RunCard(dataset.name, dataset.shape, dataset.normaliser, dataset.num_classes, config.objective,
+                   composed.objective.sampler, backbone=recipe, **composed.card)
+    settings = LoopSettings(
+        iters=config.iters, lr=config.lr, warmup=config.warmup, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+        ema_halflife=config.ema_halflife_frac * config.iters, seed=config.seed, log_every=config.log_every,
+        ckpt_every=config.ckpt_every, eval_every=config.eval_every, label=f"train {config.objective}",
+    )
+    evaluate = lambda ema: quick_eval(ema, dataset, config.eval_samples, composed.objective.sampler)  # noqa: E731
+    fit(denoiser, composed.objective, RandomBatches(Batch(dataset.train), config.batch, device), workdir, settings,
+        device=device, config=config.to_dict(), card=card.to_dict(), heldout=Batch(dataset.heldout),
+        resume=ckpt, evaluate=evaluate, stop_after=stop_after, progress=progress)
+    return workdir
+
+
+def describe_student(config: TrainConfig, student: Denoiser, dataset: Dataset) -> tuple[TrainConfig, BackboneRecipe | None]:
+    """The config as the given ``student`` really is (its schedule, prediction type, precision, backbone)
+    and the recipe that rebuilds its backbone; checked here, before any training step."""
+    config = dataclasses.replace(config, schedule=student.schedule.to_dict(), prediction=student.prediction,
+                                 precision=student.precision)
+    module = student.backbone
+    if config.model.name in BACKBONES and _same_layout(module, build_backbone(config, dataset.shape)):
+        return config, None  # our own MLP/UNet as the config describes it
+    found = recipe_of(module)
+    if found is None:  # reopens only with fewstep.load(run, backbone=instance)
+        return dataclasses.replace(config, model=ModelConfig(name=describe_class(module))), BackboneRecipe(describe_class(module), None)
+    path, kwargs = found
+    config = dataclasses.replace(config, model=ModelConfig(name=path, kwargs=kwargs))
+    check_rebuilds(module, build_backbone(config, dataset.shape), f"{path}(**{kwargs})")
+    return config, BackboneRecipe(path, kwargs)
+
+
+def _same_layout(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return type(a) is type(b) and {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+
+
+@torch.no_grad()
+def quick_eval(denoiser: Denoiser, dataset: Dataset, n: int, sampler: Any) -> dict[str, Any]:
+    """A few-thousand-sample check of the EMA model with its own sampler, on the held-out split."""
+    from ..metrics import evaluate_samples
+
+    denoiser.eval()
+    samples = generate(denoiser, n, dataset.shape, sampler, seed=0, device=next(denoiser.parameters()).device)
+    return {"sampler": sampler.name, "steps": sampler.steps, **evaluate_samples(dataset, samples.cpu())}
+
+
+def ensure_trained(
+    config: TrainConfig, workdir: Path | str, *, dataset: Dataset | None = None, overwrite: bool = False,
+    arg: str = "out",
+) -> tuple[str, float]:
+    """Reuse a finished run of ``config`` in ``workdir``, resume an interrupted one, or train it.
+
+    Returns ("reused" | "resumed" | "trained", seconds spent). A run there with other settings is
+    replaced only when ``overwrite`` (the device a run was trained on does not count as a setting).
+    """
+    workdir = Path(workdir)
+    resume = False
+    if (workdir / "checkpoint.json").is_file():
+        saved, _, ckpt = read_run(workdir, arg=arg)
+        same = dataclasses.replace(saved, device=config.device) == config
+        if same and ckpt.step >= config.iters:
+            return "reused", 0.0
+        if not same and not overwrite:
+            raise UserError(f"{workdir} holds a run with other settings; retrain it with overwrite (--overwrite)", arg=arg)
+        resume = same
+        if not same:
+            remove_run(workdir)
+    tick = time.perf_counter()
+    train(config, workdir, dataset=dataset, resume=resume)
+    return ("resumed" if resume else "trained"), time.perf_counter() - tick
