@@ -149,7 +149,7 @@ def test_exact_student_with_exact_flow_map_teacher_has_zero_loss(S, precision):
 
 def test_exact_denoiser_with_ddim_teacher_does_not_give_zero_loss():
     """Control for the test above: DDIM of the exact E[x|z] is not the flow map, so the same exact
-    student keeps a visible loss (the SPEC's ~1e-3–1e-2 discretisation error) — the test discriminates."""
+    student keeps a visible loss (the ~1e-3–1e-2 discretisation error of docs/math.md §5) — the test discriminates."""
     g = GaussianDenoiser(Cosine64(), MU, STD)
     S, n_seg = 2, 4
     times = all_times(S, n_seg, repeat=4)

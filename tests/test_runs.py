@@ -3,7 +3,6 @@ Python with a user's backbone, and run folders as untrusted input."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -8,17 +8,15 @@ import numpy as np
 from torch import Tensor, nn
 
 from ..cond import Cond
-from ..errors import UserError
 from ..param import Denoiser
 from ..samplers import SamplerSpec, parse_sampler, resolve_variance
+from ..samplers.spec import text_option
 from ..sampling import generate
 from ..train.dist import resolve_device
 from .card import RunCard
 from .config import TrainConfig
 from .folder import open_denoiser
 
-VARIANCES = ("table", "data_free")
-FINALS = {"addim": "addim", "xhat": "x_hat", "x_hat": "x_hat"}
 
 
 class Run:
@@ -67,16 +65,11 @@ class Run:
             if spec.name == own.name:  # e.g. ECT's u_mid, scaled to this run's data
                 spec = SamplerSpec(spec.name, spec.steps, {**own.options, **spec.options})
         options = dict(spec.options)
-        if variance is not None:
-            if variance not in VARIANCES:
-                raise UserError(f"expected one of {', '.join(VARIANCES)}, got {variance!r}", arg="variance")
-            options["variance"] = variance
-        if final is not None:
-            if final not in FINALS:
-                raise UserError(f"aDDIM's last step is 'addim' or 'xhat', got {final!r}", arg="sampler")
-            options["final"] = FINALS[final]
-        if spec.name != "addim":
-            options.pop("variance", None), options.pop("final", None)
+        if spec.name == "addim":  # the keyword forms of "addim:VARIANCE:FINAL"
+            if variance is not None:
+                options["variance"] = text_option("addim", "variance", variance)
+            if final is not None:
+                options["final"] = text_option("addim", "final", final, arg="sampler")
         if steps is None:
             steps = spec.steps or (own.steps if spec.name == own.name else None) or 64
         return SamplerSpec(spec.name, steps, options).check()

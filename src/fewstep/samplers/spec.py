@@ -82,6 +82,14 @@ class SamplerSpec:
         return format_sampler(self)
 
 
+def text_option(sampler: str, name: str, word: str, arg: str | None = None) -> Any:
+    """The value the spelling ``word`` of ``sampler``'s text option ``name`` stands for (``xhat`` → ``x_hat``)."""
+    option = next(o for o in SAMPLERS.get(sampler, arg="sampler").text_options if o.name == name)
+    if word not in option.choices:
+        raise UserError(f"{sampler}'s {name} is one of {', '.join(option.choices)}, got {word!r}", arg=arg or name)
+    return option.choices[word]
+
+
 def parse_sampler(text: str, steps: int | None = None) -> SamplerSpec:
     """``addim:data_free`` → SamplerSpec("addim", options={"variance": "data_free"}); ``addim:table:xhat``
     also ends with x̂ instead of aDDIM's last step (math.md §4). Omitted options keep their defaults."""
@@ -89,11 +97,7 @@ def parse_sampler(text: str, steps: int | None = None) -> SamplerSpec:
     entry = SAMPLERS.get(name, arg="sampler")
     if len(given) > len(entry.text_options):
         raise UserError(f"{text!r}: {name} takes at most {len(entry.text_options)} ':' options", arg="sampler")
-    options: dict[str, Any] = {}
-    for option, word in zip(entry.text_options, given):
-        if word not in option.choices:
-            raise UserError(f"{text!r}: {option.name} is one of {', '.join(option.choices)}, got {word!r}", arg="sampler")
-        options[option.name] = option.choices[word]
+    options = {option.name: text_option(name, option.name, word, arg="sampler") for option, word in zip(entry.text_options, given)}
     return SamplerSpec(name, steps, options).check()
 
 
