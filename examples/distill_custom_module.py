@@ -3,7 +3,8 @@
 Your network only has to map (z_t, t, cond) to its prediction; wrap it in a `Denoiser` with its own
 parameterisation and schedule. Here a small ε-prediction MLP (`examples/my_net.py`) stands in for
 "your" model. Building it with `fewstep.backbone("module:Class", **kwargs)` records how to rebuild it, so
-both runs reopen from their folders (`fewstep.load`, `fewstep sample --run …`).
+both runs reopen from their folders: `fewstep.load(...)` here, and from the shell
+`PYTHONPATH=examples fewstep sample --run runs/custom_student --out s.npz` (the class must be importable).
 
     python examples/distill_custom_module.py
 """

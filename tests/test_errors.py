@@ -202,12 +202,6 @@ def test_other_format_version(cli, run_copy: Path, tmp_path: Path, command: str)
     assert snapshot(tmp_path) == before
 
 
-CONFIG_FIRST = ("src/fewstep/train/checkpoint.py load_checkpoint parses config.json (TrainConfig.from_dict raises "
-                "UserError('config: unknown fields [...]'), which the except clause does not wrap) before it checks "
-                "format_version, so the message names neither --run nor the file, and a newer-format run is reported "
-                "as a config problem instead of a format version mismatch")
-
-
 def test_config_with_unknown_field_names_the_run(cli, run_copy: Path, tmp_path: Path) -> None:
     config = json.loads((run_copy / "config.json").read_text())
     config["from_the_future"] = 1

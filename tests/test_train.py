@@ -17,13 +17,6 @@ from fewstep.data import Dataset, load_dataset
 from fewstep.train.log import read_log
 from fewstep.runs import train
 
-OPT_BUG = ("src/fewstep/train/checkpoint.py: load_checkpoint(with_optimizer=True) strips the 'opt.' prefix with "
-           "group('opt.') (line ~130) and then _unflatten_optimizer splits each name as 'opt.<idx>.<key>' (line ~77), "
-           "so every resume raises ValueError: not enough values to unpack")
-WINDOW_BUG = ("src/fewstep/train/loop.py: the log's loss is a mean over the steps since the last log line; a stop at K "
-              "forces a line at K, and the resumed run's final line then averages only steps K+1..end, while the "
-              "uninterrupted run's averages 1..end (the partial window is not checkpointed)")
-
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
     (path,) = run.glob("weights-*.safetensors")

@@ -13,13 +13,25 @@ import numpy as np
 from .errors import UserError
 
 
-def check_writable(path: Path, flag: str, overwrite: bool) -> Path:
+def check_writable(path: Path, arg: str, overwrite: bool) -> Path:
+    """``path`` if a file may be written there: not existing (or ``overwrite``), not a folder, and no
+    existing file where one of its folders would have to be."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise UserError(f"{flag}: {path} already exists; pass --overwrite to replace it")
     if path.exists() and path.is_dir():
-        raise UserError(f"{flag}: {path} is a folder; expected a file path")
+        raise UserError(f"{path} is a folder; expected a file path", arg=arg)
+    if path.exists() and not overwrite:
+        raise UserError(f"{path} already exists; pass overwrite (--overwrite) to replace it", arg=arg)
+    check_folder_path(path.parent, arg)
     return path
+
+
+def check_folder_path(folder: Path, arg: str) -> None:
+    """No existing file stands where ``folder`` or one of its parents would be."""
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{parent} is a file, so {folder} cannot be made; expected a folder path", arg=arg)
+            return
 
 
 def sha256_file(path: Path | str) -> str:

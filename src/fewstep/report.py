@@ -78,16 +78,16 @@ def grids_from_files(paths: Sequence[Path]) -> list[Grid]:
     return [Grid(Path(p).stem.replace("_", " "), Path(p).read_bytes()) for p in paths]
 
 
-def check_out(out: Path, overwrite: bool, flag: str = "--out") -> tuple[Path, Path]:
+def check_out(out: Path, overwrite: bool, arg: str = "out") -> tuple[Path, Path]:
     """The report's two paths in ``out``; refused (one line) if they exist and ``overwrite`` is not set."""
     if out.exists() and not out.is_dir():
-        raise UserError(f"{flag}: {out} is a file; expected a folder")
-    return check_writable(out / "report.html", flag, overwrite), check_writable(out / "report.json", flag, overwrite)
+        raise UserError(f"{out} is a file; expected a folder", arg=arg)
+    return check_writable(out / "report.html", arg, overwrite), check_writable(out / "report.json", arg, overwrite)
 
 
-def write_report(out: Path, reports: list[RunReport], *, overwrite: bool, flag: str = "--out") -> Path:
+def write_report(out: Path, reports: list[RunReport], *, overwrite: bool, arg: str = "out") -> Path:
     """Write ``out/report.html`` and ``out/report.json``; returns the HTML's path."""
-    html_path, json_path = check_out(out, overwrite, flag)
+    html_path, json_path = check_out(out, overwrite, arg)
     plot = quality_plot(reports)
     save_bytes(html_path, render_html(reports, plot).encode("utf-8"))
     save_json(json_path, report_data(reports))

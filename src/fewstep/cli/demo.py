@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..io import check_folder_path
 
 FULL = {"steps": [1, 2, 4, 8, 16, 64, 256], "samplers": ["ddim", "addim"], "seeds": 3, "students": [4, 8],
         "n": {"moons": 2000, "digits": 500}, "iters": {"moons": None, "digits": None}}
@@ -62,13 +62,12 @@ def run(args: argparse.Namespace) -> None:
     from ..data import load_dataset
     from ..evaluation import evaluate_run, format_table
     from ..runs.config import override, preset_for, student_config
-    from ..io import save_json
+    from ..io import save_json, save_text
     from ..report import collect, grids_from_files, write_report
 
     plan = QUICK if args.quick else FULL
     out: Path = args.out or Path("demo_out_quick" if args.quick else "demo_out")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out: {out} is a file; expected a folder")
+    check_folder_path(out, "out")
     out.mkdir(parents=True, exist_ok=True)
     total = time.perf_counter()
     stages: dict[str, float] = {}
@@ -103,7 +102,7 @@ def run(args: argparse.Namespace) -> None:
     stages = {k: round(v, 1) for k, v in stages.items()}
     results["seconds"] = {"total": round(time.perf_counter() - total, 1), "stages": stages}
     save_json(out / "results.json", results)
-    (out / "results.md").write_text("\n\n".join(tables) + "\n")
+    save_text(out / "results.md", "\n\n".join(tables) + "\n")
     write_report(out, reports, overwrite=True)
     print(f"[demo] {results['seconds']['total']:.0f} s in all ({json.dumps(stages)})")
     print(f"[demo] results, tables, PNGs and report.html are in {out.resolve()}")

@@ -37,17 +37,18 @@ def run(args: argparse.Namespace) -> None:
     from ..data import load_dataset
     from ..evaluation import default_plan, evaluate_run, format_table, protocol
 
-    json_path = check_writable(args.json, "--json", args.overwrite) if args.json else None
+    json_path = check_writable(args.json, "json", args.overwrite) if args.json else None
     model = load(args.run, device=args.device)
     samplers = args.sampler or [model.default_sampler]
+    steps = args.steps or default_plan(model)[1]
     for spec in samplers:
-        model.spec(spec)  # a bad spec fails here, before any sampling
+        for s in steps:
+            model.spec(spec, s)  # a bad spec or step count fails here, before any sampling
     try:
         dataset = load_dataset(model.config.data)
     except UserError as exc:
         raise UserError(f"the run's data {model.config.data!r} cannot be loaded for evaluation ({exc})", arg="run") from None
     fid = _fid_metric(args.fid_weights, dataset, model.device) if args.fid_weights is not None else None
-    steps = args.steps or default_plan(model)[1]
     rows = evaluate_run(model, dataset, samplers, steps, n=args.count, seeds=tuple(range(args.seeds)), extra=fid)
     print(format_table(rows, title=f"{args.run} ({dataset.name}, step {model.step})"))
     if json_path is not None:

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> None:
         try:
             dataset = load_dataset(model.config.data)
         except UserError as exc:
-            raise UserError(f"RUN: the data {model.config.data!r} of {path} cannot be loaded for evaluation ({exc})") from None
+            raise UserError(f"the data {model.config.data!r} of {path} cannot be loaded for evaluation ({exc})", arg="run") from None
         samplers, steps = default_plan(model, args.steps, TEACHER_SAMPLERS)
         rows = evaluate_run(model, dataset, samplers, steps, n=args.count, seeds=tuple(range(args.seeds)))
         print(format_table(rows, title=f"{path} ({dataset.name}, step {model.step})"), flush=True)

@@ -11,7 +11,6 @@ from ..io import check_writable, save_npz, save_png
 from ..samplers import SAMPLERS, format_sampler
 from .args import non_negative_int, positive_int
 
-VARIANCE_CHOICES = ("table", "data_free")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help=".npz file for the samples (array 'samples', data units)")
     p.add_argument("--sampler", help=f"sampler: {', '.join(SAMPLERS)}; addim may add :table or :data_free, then :xhat (default: ddim for a teacher, consistency for a cd/ct/mect student, ect for an ect student)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: 64 for a teacher, S for a cd/ct/mect student, 2 for an ect student)")
-    p.add_argument("--variance", choices=VARIANCE_CHOICES, help="aDDIM's v_t: the run's measured table (docs/math.md §4 c; the default) or data-free 0.1/(2+SNR) (b)")
+    p.add_argument("--variance", choices=tuple(SAMPLERS.get("addim").text_options[0].choices), help="aDDIM's v_t: the run's measured table (docs/math.md §4 c; the default) or data-free 0.1/(2+SNR) (b)")
     p.add_argument("-n", dest="count", type=positive_int, default=1000, help="number of samples")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the initial noise (and of ancestral noise)")
     p.add_argument("--batch-size", type=positive_int, help="samples per batch (memory stays flat in -n)")
@@ -37,8 +36,8 @@ def run(args: argparse.Namespace) -> None:
 
     if args.out.suffix != ".npz":
         raise UserError(f"--out: expected a path ending in .npz, got {args.out}")
-    out = check_writable(args.out, "--out", args.overwrite)
-    png = check_writable(args.png, "--png", args.overwrite) if args.png else None
+    out = check_writable(args.out, "out", args.overwrite)
+    png = check_writable(args.png, "png", args.overwrite) if args.png else None
     model = load(args.run, device=args.device)
     if args.clip_x and model.normaliser.kind != "images":
         raise UserError("--clip-x: only for images; this run's data are points")

@@ -8,7 +8,9 @@ from pathlib import Path
 from ..runs.config import PRESETS, TrainConfig, override, preset_for, student_config
 from ..data import BUILTINS, Dataset, load_dataset
 from ..errors import UserError
+from ..io import check_folder_path
 from ..runs.objective import OBJECTIVES
+from ..runs.teachers import split_source
 from ..train.checkpoint import remove_run
 from ..train.dist import is_main
 from .args import at_least_one_float, finite_float, non_negative_float, non_negative_int, positive_float, positive_int, unit_float
@@ -93,12 +95,13 @@ def _check_out(args: argparse.Namespace) -> None:
         return
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} is a file; expected a folder for the run")
+    check_folder_path(out, "out")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"--out: {out} already exists and is not empty; pass --overwrite to replace the run or --resume to continue it")
 
 
 def _student_base(args: argparse.Namespace) -> TrainConfig:
-    """A student inherits its teacher's settings (see :func:`fewstep.config.student_config`)."""
+    """A student inherits its teacher's settings (see :func:`fewstep.runs.config.student_config`)."""
     from ..runs.folder import read_run
 
     teacher = read_run(args.teacher, arg="teacher")[0]
@@ -114,7 +117,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
         return override(read_run(args.out, arg="resume")[0], iters=args.iters), None
     student = args.objective != "diffusion"
     dataset = None
-    if student and args.teacher and args.teacher != "ideal":
+    if student and args.teacher and split_source(args.teacher)[0] is None:  # a teacher run folder
         base = _student_base(args)
     else:
         if not args.data:

@@ -28,21 +28,21 @@ from ..errors import UserError
 from ..io import sha256_file
 from .fid import frechet_from_features
 
-FLAG = "--fid-weights"
+ARG = "fid_weights"  # the argument (CLI: --fid-weights) errors name
 
 
-def load_inception(path: Path | str, device: str | torch.device = "cpu", flag: str = FLAG) -> torch.jit.ScriptModule:
-    """``torch.jit.load(path)``; a missing or unloadable file is a one-line :class:`UserError` naming ``flag``."""
+def load_inception(path: Path | str, device: str | torch.device = "cpu", arg: str = ARG) -> torch.jit.ScriptModule:
+    """``torch.jit.load(path)``; a missing or unloadable file is a one-line :class:`UserError` naming ``arg``."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{flag}: {path} does not exist; expected the TorchScript file inception-2015-12-05.pt")
+        raise UserError(f"{path} does not exist; expected the TorchScript file inception-2015-12-05.pt", arg=arg)
     try:
         with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format the file comes in
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.load", category=DeprecationWarning)
             model = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # noqa: BLE001 — any load failure is the user's file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{flag}: {path} is not a loadable TorchScript model ({first})") from None
+        raise UserError(f"{path} is not a loadable TorchScript model ({first})", arg=arg) from None
     return model.eval()
 
 
@@ -58,24 +58,24 @@ class InceptionFID:
     """A loaded feature network; held-out features are computed once per data set."""
 
     def __init__(self, model: torch.jit.ScriptModule, *, path: Path, device: str | torch.device = "cpu",
-                 flag: str = FLAG, batch_size: int = 100) -> None:
+                 arg: str = ARG, batch_size: int = 100) -> None:
         self.model = model
         self.path = Path(path)
         self.device = torch.device(device)
-        self.flag = flag
+        self.arg = arg
         self.batch_size = batch_size
         self.feature_dim: int | None = None  # known after the first batch
         self._heldout: tuple[Tensor, Tensor] | None = None  # (held-out images, their features)
 
     @classmethod
-    def load(cls, path: Path | str, device: str | torch.device = "cpu", flag: str = FLAG) -> "InceptionFID":
-        return cls(load_inception(path, device, flag), path=Path(path), device=device, flag=flag)
+    def load(cls, path: Path | str, device: str | torch.device = "cpu", arg: str = ARG) -> "InceptionFID":
+        return cls(load_inception(path, device, arg), path=Path(path), device=device, arg=arg)
 
     @torch.no_grad()
     def features(self, images: Tensor) -> Tensor:
         """Model-unit images [N, C, H, W] → features [N, F] (float64, CPU), checked batch by batch."""
         if images.ndim != 4 or images.shape[1] not in (1, 3, 4):
-            raise UserError(f"{self.flag}: Inception FID needs images [N, 1|3|4, H, W], got shape {list(images.shape)}")
+            raise UserError(f"Inception FID needs images [N, 1|3|4, H, W], got shape {list(images.shape)}", arg=self.arg)
         return torch.cat([self._batch(b) for b in images.split(self.batch_size)])
 
     def _batch(self, images: Tensor) -> Tensor:
@@ -84,10 +84,10 @@ class InceptionFID:
             out = self.model(x, return_features=True)
         except Exception as exc:  # noqa: BLE001 — a wrong network fails in its own code
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{self.flag}: the model failed on images {list(x.shape)} ({first[:200]})") from None
+            raise UserError(f"the model failed on images {list(x.shape)} ({first[:200]})", arg=self.arg) from None
         if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != len(x):
             shape = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise UserError(f"{self.flag}: the model returned {shape} for {len(x)} images; expected features [N, F]")
+            raise UserError(f"the model returned {shape} for {len(x)} images; expected features [N, F]", arg=self.arg)
         self.feature_dim = int(out.shape[1])
         return out.detach().to("cpu", torch.float64)
 

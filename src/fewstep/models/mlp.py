@@ -34,6 +34,8 @@ class MLP(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        # How to rebuild this module (a run trained with it records them; see fewstep.runs.build).
+        self.init_kwargs = {"dim": dim, "width": width, "depth": depth, "dropout": dropout, "num_classes": num_classes}
         self.inp = nn.Linear(dim, width)
         self.time = TimeEmbedding(64, width, num_classes)
         self.blocks = nn.ModuleList(ResidualBlock(width, dropout) for _ in range(depth))

@@ -69,6 +69,9 @@ class UNet(nn.Module):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        # How to rebuild this module (a run trained with it records them; see fewstep.runs.build).
+        self.init_kwargs = {"channels": channels, "size": size, "width": width, "mults": list(mults), "blocks": blocks,
+                            "attn_res": attn_res, "dropout": dropout, "num_classes": num_classes}
         self.multiple = 2 ** (len(mults) - 1)
         emb_dim = 4 * width
         self.time = TimeEmbedding(width, emb_dim, num_classes)

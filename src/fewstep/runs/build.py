@@ -43,8 +43,9 @@ def import_class(path: str) -> type:
         obj: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise UserError(f"cannot import the backbone class {path!r} ({exc}); is its module on the Python path?", arg="model") from None
+    except Exception as exc:  # noqa: BLE001  (whatever importing a user's module raises, it is one line here)
+        raise UserError(f"cannot import the backbone class {path!r} ({type(exc).__name__}: {exc}); put its module on "
+                        "PYTHONPATH, or pass an instance: fewstep.load(run, backbone=...)", arg="model") from None
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise UserError(f"{path!r} is not an nn.Module class", arg="model")
     return obj
@@ -97,10 +98,23 @@ def describe_class(module: nn.Module) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def layout(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of a state dict: what weights must match to load into a module."""
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def layout_difference(want: dict[str, Any], have: dict[str, Any]) -> str:
+    """The first few differences between two state dicts' layouts, in words ("" when they match)."""
+    want, have = layout(want), layout(have)
+    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shapes = [f"{k}: {have[k]} vs {want[k]}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+    return "; ".join(part for part in (
+        f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "",
+        f"shapes {shapes[:3]}" if shapes else "") if part)
+
+
 def check_rebuilds(module: nn.Module, rebuilt: nn.Module, what: str) -> None:
     """The rebuilt backbone has the same parameter and buffer names and shapes as ``module``."""
-    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
-    if want != have:
-        diff = sorted(set(want.items()) ^ set(have.items()))[:3]
-        raise UserError(f"{what} does not rebuild the given backbone (first differences: {diff})", arg="student")
+    diff = layout_difference(module.state_dict(), rebuilt.state_dict())
+    if diff:
+        raise UserError(f"{what} does not rebuild the given backbone ({diff})", arg="student")

@@ -1,8 +1,9 @@
 """The run card: what a run folder says about its run beyond the config — its data's shape and units,
 its own sampler, its teacher, how to rebuild its backbone, and what was measured at the end.
 
-Stored as ``extra`` in ``checkpoint.json`` with flat keys (the same keys runs have always written, so
-every older run folder reads), and read back into typed fields here; nothing else indexes ``extra``.
+Stored as ``extra`` in ``checkpoint.json``: the keys runs have always written stay flat and keep their
+names (so every older run folder reads), the newer ones (``sampler``, ``backbone``) are small objects;
+read back into typed fields here, and nothing else indexes ``extra``.
 """
 from __future__ import annotations
 
@@ -89,13 +90,28 @@ class RunCard:
                 final_eval=d.get("final_eval"), log_window=d.get("log_window", {}), objective_state=d.get("objective_state", {}),
             )
             sampler = d.get("sampler")
-            card.sampler = (SamplerSpec(sampler["name"], sampler["steps"], sampler.get("options", {})) if sampler
+            card.sampler = (SamplerSpec(sampler["name"], sampler["steps"], dict(sampler.get("options", {}))) if sampler
                             else card.legacy_sampler())
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"the run card in checkpoint.json is incomplete or malformed ({type(exc).__name__}: {exc})", arg=arg) from None
-        if any(size < 1 for size in card.data_shape):
-            raise UserError(f"the run card gives the data shape {list(card.data_shape)}", arg=arg)
+            card.check()
+        except (KeyError, TypeError, ValueError, AttributeError, UserError) as exc:
+            detail = exc.detail if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            raise UserError(f"the run card in checkpoint.json is incomplete or malformed ({detail})", arg=arg) from None
         return card
+
+    def check(self) -> None:
+        """Values a sampler would otherwise trip over minutes later: the shape, the units, the own sampler
+        and the variance table."""
+        if any(size < 1 for size in self.data_shape):
+            raise ValueError(f"data shape {list(self.data_shape)}")
+        if self.normaliser.kind not in ("points", "images") or not all(
+                isinstance(v, (int, float)) for v in (*self.normaliser.shift, *self.normaliser.scale)):
+            raise ValueError("the normaliser must be of kind points or images, with numbers for shift and scale")
+        self.sampler.check()
+        if self.sampler.steps is None:
+            raise ValueError(f"the run's own sampler {self.sampler.name} has no step count")
+        table = self.variance_table
+        if table is not None and not (table.ts.ndim == table.values.ndim == 1 and len(table.ts) == len(table.values) >= 2):
+            raise ValueError("the variance table's ts and values must be two lists of one length >= 2")
 
     def legacy_sampler(self) -> SamplerSpec:
         """The own sampler of a run written before cards stored it."""

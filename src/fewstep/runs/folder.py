@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..param import Denoiser
+from ..param import PREDICTION_TYPES, Denoiser
 from ..schedules import schedule_from_dict
-from ..train.checkpoint import Checkpoint, read_checkpoint
-from .build import build_denoiser
+from ..train.checkpoint import Checkpoint, decode_rng, read_checkpoint
+from .build import build_denoiser, layout_difference
 from .card import RunCard
 from .config import TrainConfig
 
@@ -20,23 +20,21 @@ def read_run(workdir: Path | str, *, arg: str = "run", with_optimizer: bool = Fa
     ckpt = read_checkpoint(workdir, arg=arg, with_optimizer=with_optimizer)
     try:
         config = TrainConfig.from_dict(ckpt.config)
-    except (TypeError, ValueError, UserError) as exc:
-        raise UserError(f"cannot read {Path(workdir) / 'config.json'} ({exc})", arg=arg) from None
+        schedule_from_dict(config.schedule)
+        if config.prediction not in PREDICTION_TYPES or config.precision not in ("fp32", "bf16"):
+            raise ValueError(f"prediction {config.prediction!r}, precision {config.precision!r}")
+    except Exception as exc:  # noqa: BLE001  (any malformed field is one line naming the file)
+        detail = exc.detail if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        raise UserError(f"cannot read {Path(workdir) / 'config.json'} ({detail})", arg=arg) from None
     return config, RunCard.from_dict(ckpt.extra, config.objective, arg=arg), ckpt
 
 
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], where: str, arg: str) -> None:
     """``module.load_state_dict(state)`` with names and shapes checked first: a one-line error instead of
     PyTorch's multi-line one (a config edited to another width, weights of another architecture)."""
-    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    have = {k: tuple(v.shape) for k, v in state.items()}
-    if want != have:
-        missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
-        shapes = [f"{k}: {have[k]} vs {want[k]}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
-        detail = "; ".join(part for part in (
-            f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected else "",
-            f"shapes {shapes[:3]}" if shapes else "") if part)
-        raise UserError(f"the weights in {where} do not fit the backbone its config describes ({detail})", arg=arg)
+    detail = layout_difference(module.state_dict(), state)
+    if detail:
+        raise UserError(f"the weights in {where} do not fit the backbone ({detail})", arg=arg)
     module.load_state_dict(state)
 
 
@@ -50,9 +48,28 @@ def rebuild_denoiser(config: TrainConfig, card: RunCard, *, backbone: nn.Module 
                         "are unknown); pass an instance: fewstep.load(run, backbone=...)", arg=arg)
     try:
         return build_denoiser(config, card.data_shape)
-    except UserError as exc:  # e.g. a user's class that is not importable here: say which run needs it
-        raise UserError(f"cannot rebuild the backbone of this run ({exc.detail}); put its module on PYTHONPATH or "
-                        "pass an instance: fewstep.load(run, backbone=...)", arg=arg) from None
+    except (UserError, TypeError, ValueError, KeyError) as exc:  # e.g. a user's class not importable here
+        detail = exc.detail if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        raise UserError(f"cannot build the backbone this run's config.json describes ({detail})", arg=arg) from None
+
+
+def check_resumable(ckpt: Checkpoint, backbone: nn.Module, arg: str = "resume") -> None:
+    """What the loop restores on resume fits this backbone: weights, EMA, optimiser state, RNG states."""
+    for what, state in (("weights", ckpt.model), ("EMA weights", ckpt.ema)):
+        detail = layout_difference(backbone.state_dict(), state)
+        if detail:
+            raise UserError(f"the {what} of the checkpoint do not fit the backbone ({detail})", arg=arg)
+    groups = (ckpt.optimizer or {}).get("param_groups")
+    if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)
+            and len(groups[0].get("params", ())) == len(list(backbone.parameters()))):
+        raise UserError("the checkpoint holds no optimiser state for this backbone to resume", arg=arg)
+    size = torch.Generator().get_state().numel()
+    try:
+        sizes = [decode_rng(ckpt.rng[key]).numel() for key in ("data", "torch")]
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"the checkpoint's RNG states are unreadable ({type(exc).__name__}: {exc})", arg=arg) from None
+    if sizes != [size, size]:
+        raise UserError(f"the checkpoint's RNG states have {sizes} bytes; expected {size}", arg=arg)
 
 
 def open_denoiser(workdir: Path | str, *, arg: str = "run", backbone: nn.Module | None = None,
@@ -64,4 +81,4 @@ def open_denoiser(workdir: Path | str, *, arg: str = "run", backbone: nn.Module 
     return config, card, ckpt, denoiser.to(device).eval()
 
 
-__all__ = ["read_run", "load_weights", "rebuild_denoiser", "open_denoiser"]
+__all__ = ["read_run", "load_weights", "rebuild_denoiser", "open_denoiser", "check_resumable"]

@@ -12,7 +12,8 @@ from ..errors import UserError
 from ..objectives import DiffusionObjective, ECTObjective, MultistepECTObjective, MultistepObjective, Objective
 from ..param import DenoiserLike
 from ..registry import Registry
-from ..schedules import Schedule
+from ..samplers import SamplerSpec
+from .card import DIFFUSION_STEPS
 from .config import TrainConfig
 from .teachers import Teacher, resolve_teacher
 
@@ -25,12 +26,13 @@ OBJECTIVES: Registry[Factory] = Registry("objective")
 class Composed:
     objective: Objective
     teacher: Teacher
-    card: dict[str, Any]   # teacher and objective fields of the run card
+    card: dict[str, Any]   # teacher and objective fields of the run card, the run's own sampler among them
 
 
 @OBJECTIVES.register("diffusion")
 def _diffusion(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
-    return DiffusionObjective(config.eta, sampler_steps=config.eval_steps), {}
+    # Its quick evaluation samples with DDIM at eval_steps; the run's own sampler is DDIM at 64 steps.
+    return DiffusionObjective(config.eta, sampler_steps=config.eval_steps), {"sampler": SamplerSpec("ddim", DIFFUSION_STEPS)}
 
 
 def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
@@ -39,7 +41,7 @@ def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple
         n0=config.n0, n1=config.n1, anneal_frac=config.anneal_frac, teacher_sampler=config.teacher_sampler,
         eta=config.eta, huber_c=config.huber_c, weighting=config.weighting,
     )
-    return objective, {"student_steps": config.student_steps,
+    return objective, {"student_steps": config.student_steps, "sampler": objective.sampler,
                        "n_schedule": {"n0": config.n0, "n1": config.n1, "anneal_frac": config.anneal_frac}}
 
 
@@ -63,7 +65,7 @@ def _ect(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objec
         iters=config.iters, sigma_data=sigma_data, p_mean=config.ect_p_mean, p_std=config.ect_p_std,
         u_mid=config.ect_u_mid, weighting=config.ect_weighting, huber_c=config.ect_c, **_check_curriculum(config),
     )
-    return objective, {"hyper": objective.describe()}
+    return objective, {"hyper": objective.describe(), "sampler": objective.sampler}
 
 
 @OBJECTIVES.register("mect")
@@ -71,14 +73,16 @@ def _mect(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Obje
     objective = MultistepECTObjective(config.student_steps, iters=config.iters, huber_c=config.huber_c,
                                       weighting=config.weighting, **_check_curriculum(config))
     state = objective.state()
-    return objective, {"student_steps": config.student_steps, "hyper": {k: v for k, v in state.items() if k != "student_steps"}}
+    return objective, {"student_steps": config.student_steps, "sampler": objective.sampler,
+                       "hyper": {k: v for k, v in state.items() if k != "student_steps"}}
 
 
-def make_objective(config: TrainConfig, dataset: Dataset, device: torch.device, schedule: Schedule,
+def make_objective(config: TrainConfig, dataset: Dataset, device: torch.device, student: Any,
                    teacher: DenoiserLike | None = None) -> Composed:
-    """The objective of ``config`` on the student's ``schedule``; ``teacher`` (any denoiser) overrides
+    """The objective of ``config`` for ``student`` (its schedule and prediction type decide how a teacher
+    is re-timed and whether its weights may start the student); ``teacher`` (any denoiser) overrides
     ``config.teacher``. A diffusion teacher has no teacher of its own."""
     factory = OBJECTIVES.get(config.objective, arg="objective")
-    source = Teacher(None, None) if config.objective == "diffusion" else resolve_teacher(config, dataset, device, schedule, teacher)
+    source = Teacher(None, None) if config.objective == "diffusion" else resolve_teacher(config, dataset, device, student, teacher)
     objective, card = factory(config, dataset, source)
     return Composed(objective, source, {**source.card, **card})

@@ -13,10 +13,9 @@ from ..samplers import SamplerSpec, parse_sampler, resolve_variance
 from ..samplers.spec import text_option
 from ..sampling import generate
 from ..train.dist import resolve_device
-from .card import RunCard
+from .card import DIFFUSION_STEPS, RunCard
 from .config import TrainConfig
 from .folder import open_denoiser
-
 
 
 class Run:
@@ -49,29 +48,23 @@ class Run:
 
     @property
     def default_steps(self) -> int:
-        return int(self.sampler.steps or 64)
+        return int(self.sampler.steps or DIFFUSION_STEPS)
 
     def spec(self, sampler: str | SamplerSpec | None = None, steps: int | None = None, *,
              variance: str | None = None, final: str | None = None) -> SamplerSpec:
-        """A sampler spec for this run: the run's own when ``sampler`` is None (its options kept only for
-        the same sampler), ``variance`` and ``final`` override aDDIM's options."""
+        """A sampler spec for this run: the run's own when ``sampler`` is None; the run's own options (ECT's
+        u_mid, scaled to this run's data) under a given spec of the same sampler; the run's step count when
+        ``steps`` and the spec give none; ``variance`` and ``final`` set aDDIM's options by keyword."""
         own = self.sampler
-        if sampler is None:
-            spec = own
-        elif isinstance(sampler, SamplerSpec):
-            spec = sampler
-        else:
-            spec = parse_sampler(sampler)
-            if spec.name == own.name:  # e.g. ECT's u_mid, scaled to this run's data
-                spec = SamplerSpec(spec.name, spec.steps, {**own.options, **spec.options})
-        options = dict(spec.options)
+        spec = own if sampler is None else sampler if isinstance(sampler, SamplerSpec) else parse_sampler(sampler)
+        options = {**own.options, **spec.options} if spec.name == own.name else dict(spec.options)
         if spec.name == "addim":  # the keyword forms of "addim:VARIANCE:FINAL"
             if variance is not None:
                 options["variance"] = text_option("addim", "variance", variance)
             if final is not None:
-                options["final"] = text_option("addim", "final", final, arg="sampler")
+                options["final"] = final if final in ("addim", "x_hat") else text_option("addim", "final", final)
         if steps is None:
-            steps = spec.steps or (own.steps if spec.name == own.name else None) or 64
+            steps = spec.steps or own.steps or DIFFUSION_STEPS
         return SamplerSpec(spec.name, steps, options).check()
 
     def sampler_options(self, spec: SamplerSpec) -> dict[str, Any]:

@@ -6,14 +6,13 @@ student's schedule, with the weights a student may start from.
     "PATH"           a fewstep run folder (the default source)
     a Python object  any denoiser, passed to ``train(…, teacher=…)``
 
-A new source is one module with ``@TEACHER_SOURCES.register("name")``, read from ``name:ARG``, and one
-import line in :mod:`fewstep.runs`. A teacher on another schedule is re-timed through log-SNR (docs/math.md
+A new source is one module with ``@TEACHER_SOURCES.register("name")``, read from ``name:ARG`` (or the bare
+``name``), and one import line in :mod:`fewstep.runs`. A teacher on another schedule is re-timed through log-SNR (docs/math.md
 §12) when its range covers the student's, refused otherwise; never silently mixed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -58,8 +57,8 @@ def _ideal(arg: str, ctx: SourceContext) -> Teacher:
     return Teacher(exact, None, {"teacher": "ideal"})
 
 
-@TEACHER_SOURCES.register("run")
-def _run_folder(path: str, ctx: SourceContext) -> Teacher:
+def run_folder(path: str, ctx: SourceContext) -> Teacher:
+    """The default source: a fewstep run folder of a diffusion teacher, its EMA weights."""
     config, card, ckpt, denoiser = open_denoiser(path, arg="teacher", device=ctx.device)
     if config.objective != "diffusion":
         raise UserError(f"{path} is a {config.objective} student; expected a diffusion teacher", arg="teacher")
@@ -79,17 +78,15 @@ def python_teacher(given: DenoiserLike, init: str) -> Teacher:
     return Teacher(given, weights, {"teacher": "python object"})
 
 
-def split_source(text: str) -> tuple[str, str]:
-    """An existing path → ("run", path); ``ideal`` → ("ideal", ""); ``name:ARG`` for a registered name →
-    (name, ARG); anything else is taken for a run folder (whose absence is then the error)."""
-    if Path(text).exists():
-        return "run", text
+def split_source(text: str) -> tuple[str | None, str]:
+    """``ideal`` → ("ideal", ""); ``name:ARG`` for a registered name → (name, ARG); anything else is a
+    run folder → (None, path), whose absence is then the error."""
     if text in TEACHER_SOURCES:
         return text, ""
     name, sep, rest = text.partition(":")
     if sep and name in TEACHER_SOURCES:
         return name, rest
-    return "run", text
+    return None, text
 
 
 def on_schedule(teacher: DenoiserLike, schedule: Schedule) -> DenoiserLike:
@@ -106,9 +103,23 @@ def on_schedule(teacher: DenoiserLike, schedule: Schedule) -> DenoiserLike:
     return Retimed(teacher, schedule)
 
 
-def resolve_teacher(config: TrainConfig, dataset: Dataset, device: torch.device, schedule: Schedule,
+def check_init(teacher: Teacher, student: Any) -> None:
+    """Starting a student from its teacher's weights needs the same schedule and parameterisation: the
+    same network input then means the same noise level and the same output the same prediction."""
+    if teacher.weights is None or teacher.denoiser is None:
+        return
+    mine = (student.schedule.to_dict(), getattr(student, "prediction", None))
+    theirs = (teacher.denoiser.schedule.to_dict(), getattr(teacher.denoiser, "prediction", mine[1]))
+    if mine != theirs:
+        raise UserError(f"the teacher's weights belong to schedule {theirs[0]} with {theirs[1]}-prediction, the student "
+                        f"has {mine[0]} with {mine[1]}-prediction; start the student from them only on the same "
+                        "schedule and parameterisation, or from scratch (none)", arg="init")
+
+
+def resolve_teacher(config: TrainConfig, dataset: Dataset, device: torch.device, student: Any,
                     given: DenoiserLike | None = None) -> Teacher:
-    """The teacher of ``config`` (``given`` takes precedence), as a denoiser on the student's ``schedule``."""
+    """The teacher of ``config`` (``given`` takes precedence) as a denoiser on the ``student``'s schedule,
+    with the weights the student starts from when ``config.init`` asks."""
     if given is not None:
         teacher = python_teacher(given, config.init)
     elif not config.teacher:
@@ -119,7 +130,9 @@ def resolve_teacher(config: TrainConfig, dataset: Dataset, device: torch.device,
         return Teacher(None, None)
     else:
         name, arg = split_source(config.teacher)
-        teacher = TEACHER_SOURCES.get(name, arg="teacher")(arg, SourceContext(config, dataset, device))
+        source = run_folder if name is None else TEACHER_SOURCES.get(name, arg="teacher")
+        teacher = source(arg, SourceContext(config, dataset, device))
     assert teacher.denoiser is not None
-    teacher.denoiser = on_schedule(teacher.denoiser, schedule)
+    check_init(teacher, student)
+    teacher.denoiser = on_schedule(teacher.denoiser, student.schedule)
     return teacher

@@ -17,10 +17,10 @@ from ..sampling import generate
 from ..train import dist
 from ..train.checkpoint import remove_run
 from ..train.loop import LoopSettings, fit
-from .build import BACKBONES, build_backbone, build_denoiser, check_rebuilds, describe_class, recipe_of
+from .build import BACKBONES, build_backbone, build_denoiser, check_rebuilds, describe_class, layout_difference, recipe_of
 from .card import BackboneRecipe, RunCard
 from .config import ModelConfig, TrainConfig
-from .folder import read_run
+from .folder import check_resumable, load_weights, read_run
 from .objective import make_objective
 
 
@@ -41,8 +41,9 @@ def train(
     (only ``config.iters`` may differ from its own); ``stop_after`` bounds the steps of this call (then
     checkpoints). ``student`` replaces the backbone built from ``config.model`` with any ``nn.Module`` in
     a :class:`Denoiser` (its schedule and prediction type are recorded in the run); ``teacher`` replaces
-    ``config.teacher`` with any denoiser. A run that could not be reopened from its folder is refused
-    before the first step.
+    ``config.teacher`` with any denoiser. Before the first step, the recipe that rebuilds a user's
+    backbone (:func:`fewstep.runs.backbone`, or a module's ``init_kwargs``) is checked against the module;
+    a class fewstep cannot rebuild is recorded by name, and the run reopens with ``load(run, backbone=…)``.
     """
     workdir = Path(workdir)
     device = dist.resolve_device(config.device)
@@ -58,11 +59,13 @@ def train(
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
     denoiser = (student or build_denoiser(config, dataset.shape)).to(device)
-    composed = make_objective(config, dataset, device, denoiser.schedule, teacher=teacher)
+    if ckpt is not None:
+        check_resumable(ckpt, denoiser.backbone)
+    composed = make_objective(config, dataset, device, denoiser, teacher=teacher)
     if ckpt is None and composed.teacher.weights is not None:
-        denoiser.backbone.load_state_dict(composed.teacher.weights)
+        load_weights(denoiser.backbone, composed.teacher.weights, "the teacher", arg="init")
     card = RunCard(dataset.name, dataset.shape, dataset.normaliser, dataset.num_classes, config.objective,
-                   composed.objective.sampler, backbone=recipe, **composed.card)
+                   backbone=recipe, **composed.card)
     settings = LoopSettings(
         iters=config.iters, lr=config.lr, warmup=config.warmup, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
         ema_halflife=config.ema_halflife_frac * config.iters, seed=config.seed, log_every=config.log_every,
@@ -81,7 +84,7 @@ def describe_student(config: TrainConfig, student: Denoiser, dataset: Dataset) -
     config = dataclasses.replace(config, schedule=student.schedule.to_dict(), prediction=student.prediction,
                                  precision=student.precision)
     module = student.backbone
-    if config.model.name in BACKBONES and _same_layout(module, build_backbone(config, dataset.shape)):
+    if config.model.name in BACKBONES and _built_by(config, module, dataset):
         return config, None  # our own MLP/UNet as the config describes it
     found = recipe_of(module)
     if found is None:  # reopens only with fewstep.load(run, backbone=instance)
@@ -92,8 +95,13 @@ def describe_student(config: TrainConfig, student: Denoiser, dataset: Dataset) -
     return config, BackboneRecipe(path, kwargs)
 
 
-def _same_layout(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    return type(a) is type(b) and {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+def _built_by(config: TrainConfig, module: torch.nn.Module, dataset: Dataset) -> bool:
+    """Whether ``config.model`` builds a module of ``module``'s class and layout for this data."""
+    try:
+        built = build_backbone(config, dataset.shape)
+    except UserError:  # e.g. a unet config on points: the given module is something else
+        return False
+    return type(built) is type(module) and not layout_difference(built.state_dict(), module.state_dict())
 
 
 @torch.no_grad()

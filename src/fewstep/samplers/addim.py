@@ -51,7 +51,7 @@ def data_free_variance(schedule: Schedule, fraction: float = 0.1) -> VarianceFn:
 
 
 def resolve_variance(choice: str | VarianceFn | None, schedule: Schedule, table: "VarianceTable | None") -> VarianceFn:
-    """aDDIM's v_t from a spec's named choice: ``table`` (c) where the run has one, else ``data_free`` (b)."""
+    """aDDIM's v_t from a spec's named choice: ``table`` (c) where there is one, else ``data_free`` (b)."""
     if choice is None or callable(choice):
         return choice or data_free_variance(schedule)
     if choice not in ("table", "data_free"):
@@ -124,13 +124,15 @@ def addim(
     cond: Cond | None = None,
     generator: torch.Generator | None = None,
     clip_x: bool = False,
-    variance: VarianceFn | None = None,
+    variance: VarianceFn | str | None = None,
     final: str = "addim",
 ) -> Tensor:
-    """aDDIM over ``ts``. The last step goes to s = 0 like every other (Alg. 3) unless ``final='x_hat'``."""
+    """aDDIM over ``ts``. The last step goes to s = 0 like every other (Alg. 3) unless ``final='x_hat'``.
+    ``variance``: a v_t function (e.g. a :class:`VarianceTable`), or ``"data_free"`` (b, the default);
+    ``"table"`` without a table object also falls back to (b)."""
     if final not in ("addim", "x_hat"):
         raise ValueError(f"final must be 'addim' or 'x_hat', got {final!r}")
-    variance = variance or data_free_variance(denoiser.schedule)
+    variance = resolve_variance(variance, denoiser.schedule, None)
     for t, s in zip(ts[:-1], ts[1:]):
         tb = batch_times(t, z)
         x_hat = predict_x(denoiser, z, tb, cond, clip_x)

@@ -116,11 +116,18 @@ def read_checkpoint(workdir: Path | str, *, arg: str = "run", with_optimizer: bo
         tensors = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError(f"cannot read {weights} ({exc})", arg=arg) from None
+    step, rng, extra, opt_meta = meta.get("step"), meta.get("rng", {}), meta.get("extra", {}), meta.get("optimizer")
+    if not (isinstance(step, int) and step >= 0 and isinstance(rng, dict) and isinstance(extra, dict)
+            and (opt_meta is None or isinstance(opt_meta, dict) and isinstance(opt_meta.get("param_groups"), list))):
+        raise UserError(f"{meta_path} is malformed: expected an integer step >= 0 and objects for rng, extra and optimizer", arg=arg)
     group = lambda prefix: {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
     optimizer = None
-    if with_optimizer and meta.get("optimizer") is not None:
-        optimizer = _unflatten_optimizer(group("opt."), meta["optimizer"])
-    return Checkpoint(config, int(meta["step"]), group("model."), group("ema."), optimizer, meta.get("rng", {}), meta.get("extra", {}))
+    if with_optimizer and opt_meta is not None:
+        try:
+            optimizer = _unflatten_optimizer(group("opt."), opt_meta)
+        except ValueError as exc:  # a tensor name that is not opt.<index>.<key>
+            raise UserError(f"{weights} holds malformed optimiser tensors ({exc})", arg=arg) from None
+    return Checkpoint(config, step, group("model."), group("ema."), optimizer, rng, extra)
 
 
 def _read_json(path: Path, arg: str) -> Any:
