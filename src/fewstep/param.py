@@ -18,6 +18,7 @@ from typing import Literal, Protocol
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .cond import Cond
 from .schedules import Schedule
@@ -94,6 +95,14 @@ class Denoiser(nn.Module):
         if self.prediction == "eps":
             return Prediction((z_t - sigma * out) / alpha, out)
         return Prediction(out, (z_t - alpha * out) / sigma)
+
+    def unwrapped(self) -> "Denoiser":
+        """The same denoiser around the bare backbone when it is wrapped by DistributedDataParallel: a
+        forward through it (the stop-grad reference of a consistency target) takes no part in DDP's
+        gradient bookkeeping. Itself otherwise."""
+        if isinstance(self.backbone, DistributedDataParallel):
+            return Denoiser(self.backbone.module, self.schedule, self.prediction, self.precision)  # type: ignore[arg-type]
+        return self
 
 
 class Retimed:

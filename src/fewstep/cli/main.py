@@ -12,7 +12,7 @@ from .args import Parser
 
 # Library errors name the Python argument (``n``, ``ect_q``); the CLI shows its flag. Arguments not listed
 # here are spelled --name-with-dashes; a command may add its own (report's positional RUN).
-FLAGS = {"n": "-n"}
+FLAGS = {"n": "-n", "max_bad_steps": "--skip-nonfinite"}
 
 
 def build_parser() -> Parser:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from ..runs.config import PRESETS, TrainConfig, override, preset_for, student_config
@@ -11,7 +12,7 @@ from ..errors import UserError
 from ..io import check_folder_path
 from ..runs.objective import OBJECTIVES
 from ..runs.teachers import split_source
-from ..train.checkpoint import remove_run
+from ..train.checkpoint import RUN_FILES, remove_run
 from ..train.dist import is_main
 from .args import at_least_one_float, finite_float, non_negative_float, non_negative_int, positive_float, positive_int, unit_float
 
@@ -50,6 +51,8 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N iterations")
     p.add_argument("--log-every", type=positive_int, help="log line every N iterations")
     p.add_argument("--eval-samples", type=positive_int, help="samples in each quick evaluation")
+    p.add_argument("--skip-nonfinite", dest="max_bad_steps", type=non_negative_int,
+                   help="skip up to K steps whose loss or gradient is NaN/inf (default 0: stop at the first, keeping the last checkpoint)")
     p.add_argument("--stop-after", type=positive_int, help="stop (with a checkpoint) after N iterations of this call; continue with --resume")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_student_flags(p, objective_flag)
@@ -90,9 +93,14 @@ def _check_out(args: argparse.Namespace) -> None:
     if args.resume and args.overwrite:
         raise UserError("--resume and --overwrite: pass one of them, not both")
     if args.resume:
-        if not (out / "checkpoint.json").is_file():
+        if (out / "checkpoint.json").is_file():
+            return
+        leftovers = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+        if (out.exists() and not out.is_dir()) or any(name not in RUN_FILES for name in leftovers):
             raise UserError(f"--resume: {out} holds no fewstep run to continue")
-        return
+        # Killed before its first checkpoint (a re-queued cluster job, say): start again from step 0.
+        print(f"[train] {out} has no checkpoint yet: starting from step 0", file=sys.stderr)
+        args.resume, args.overwrite = False, bool(leftovers)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} is a file; expected a folder for the run")
     check_folder_path(out, "out")
@@ -135,7 +143,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
     return override(
         base, iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
         precision=args.precision, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
-        log_every=args.log_every, eval_samples=args.eval_samples,
+        log_every=args.log_every, eval_samples=args.eval_samples, max_bad_steps=args.max_bad_steps,
         model_name=args.model, model_width=args.width, model_dropout=args.dropout,
     ), dataset
 

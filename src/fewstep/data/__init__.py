@@ -58,8 +58,8 @@ def _mnist() -> Dataset:
 def _from_array(arr: np.ndarray, source: str) -> Dataset:
     if arr.size == 0 or len(arr) < 2:
         raise UserError(f"{source} is empty or has fewer than 2 examples (shape {list(arr.shape)})", arg="data")
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise UserError(f"{source} has dtype {arr.dtype}; expected numbers", arg="data")
+    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise UserError(f"{source} has dtype {arr.dtype}; expected real numbers", arg="data")
     if arr.ndim not in (2, 3, 4):
         raise UserError(
             f"{source} has rank {arr.ndim} (shape {list(arr.shape)}); expected points [N, D] "

@@ -63,7 +63,8 @@ def per_example_mean(x: Tensor) -> Tensor:
 def same_mask_reference(denoiser: Any, z: Tensor, t: Tensor, cond: Cond | None) -> Tensor:
     """stopgrad x̂_θ(z, t) with the same online weights and the same dropout mask as the next forward:
     the global RNG is forked around this call, so the online forward that follows replays its state
-    (math.md §5 step 6, §7 step 4)."""
+    (math.md §5 step 6, §7 step 4). Under DDP it runs on the bare backbone, outside gradient sync."""
     devices = [z.device.index] if z.device.type == "cuda" else []
+    reference = denoiser.unwrapped() if isinstance(denoiser, Denoiser) else denoiser
     with torch.random.fork_rng(devices=devices), torch.no_grad():
-        return denoiser(z, t, cond).x_hat
+        return reference(z, t, cond).x_hat

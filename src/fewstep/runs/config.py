@@ -55,6 +55,7 @@ class TrainConfig:
     eval_steps: int = 64
     ckpt_every: int = 1000
     log_every: int = 50
+    max_bad_steps: int = 0                  # non-finite steps skipped before the run stops (--skip-nonfinite)
     eta: float = 0.75                       # η: aDDIM's variance fraction (docs/math.md §4 a, c)
     # Multistep consistency (docs/math.md §5); used when objective is "cd" or "ct".
     teacher: str = ""                       # teacher run folder, or "ideal" (gaussians8's exact denoiser)

@@ -38,7 +38,7 @@ def train(
     """Train ``config`` into the run folder ``workdir`` and return it.
 
     ``dataset`` saves loading ``config.data`` again; ``resume`` continues the run in ``workdir``
-    (only ``config.iters`` may differ from its own); ``stop_after`` bounds the steps of this call (then
+    (only ``config.iters`` may differ from its own; a run with no checkpoint yet starts from step 0); ``stop_after`` bounds the steps of this call (then
     checkpoints). ``student`` replaces the backbone built from ``config.model`` with any ``nn.Module`` in
     a :class:`Denoiser` (its schedule and prediction type are recorded in the run); ``teacher`` replaces
     ``config.teacher`` with any denoiser. Before the first step, the recipe that rebuilds a user's
@@ -50,6 +50,9 @@ def train(
     dist.init(device)
     dataset = dataset or load_dataset(config.data)
     ckpt = None
+    if resume and not (workdir / "checkpoint.json").is_file():
+        resume = False  # killed before its first checkpoint: start again from step 0, without its partial log
+        remove_run(workdir)
     if resume:
         saved, _, ckpt = read_run(workdir, arg="resume", with_optimizer=True)
         config = dataclasses.replace(saved, iters=config.iters)
@@ -69,7 +72,8 @@ def train(
     settings = LoopSettings(
         iters=config.iters, lr=config.lr, warmup=config.warmup, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
         ema_halflife=config.ema_halflife_frac * config.iters, seed=config.seed, log_every=config.log_every,
-        ckpt_every=config.ckpt_every, eval_every=config.eval_every, label=f"train {config.objective}",
+        ckpt_every=config.ckpt_every, eval_every=config.eval_every, max_bad_steps=config.max_bad_steps,
+        label=f"train {config.objective}",
     )
     evaluate = lambda ema: quick_eval(ema, dataset, config.eval_samples, composed.objective.sampler)  # noqa: E731
     fit(denoiser, composed.objective, RandomBatches(Batch(dataset.train), config.batch, device), workdir, settings,
@@ -105,13 +109,19 @@ def _built_by(config: TrainConfig, module: torch.nn.Module, dataset: Dataset) ->
 
 
 @torch.no_grad()
-def quick_eval(denoiser: Denoiser, dataset: Dataset, n: int, sampler: Any) -> dict[str, Any]:
-    """A few-thousand-sample check of the EMA model with its own sampler, on the held-out split."""
+def quick_eval(denoiser: Denoiser, dataset: Dataset, n: int, sampler: Any) -> dict[str, Any] | None:
+    """A few-thousand-sample check of the EMA model with its own sampler, on the held-out split. Under
+    torchrun each rank draws its share (seed = rank) and the main rank scores them all; None elsewhere."""
     from ..metrics import evaluate_samples
 
     denoiser.eval()
-    samples = generate(denoiser, n, dataset.shape, sampler, seed=0, device=next(denoiser.parameters()).device)
-    return {"sampler": sampler.name, "steps": sampler.steps, **evaluate_samples(dataset, samples.cpu())}
+    count = dist.shard(n)
+    device = next(denoiser.parameters()).device
+    mine = generate(denoiser, count, dataset.shape, sampler, seed=dist.rank(), device=device) if count else torch.empty(0, *dataset.shape)
+    samples = dist.gather_to_main(mine.cpu())
+    if samples is None:
+        return None
+    return {"sampler": sampler.name, "steps": sampler.steps, **evaluate_samples(dataset, samples)}
 
 
 def ensure_trained(

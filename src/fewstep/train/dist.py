@@ -52,6 +52,21 @@ def mean_scalar(value: float, device: torch.device) -> float:
     return t.item() / world_size()
 
 
+def shard(n: int) -> int:
+    """This rank's share of ``n`` items (the first ``n % world`` ranks take one more)."""
+    return n // world_size() + (rank() < n % world_size())
+
+
+def gather_to_main(x: torch.Tensor) -> torch.Tensor | None:
+    """Every rank's ``x`` concatenated in rank order on the main rank (None elsewhere); ``x`` itself in
+    one process."""
+    if not dist.is_initialized():
+        return x
+    parts: list = [None] * world_size()
+    dist.all_gather_object(parts, x.cpu())
+    return torch.cat(parts) if is_main() else None
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

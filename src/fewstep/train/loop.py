@@ -7,6 +7,7 @@ in :func:`fewstep.runs.train`.
 """
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from ..batch import Batch, BatchSource
+from ..errors import UserError
 from ..objectives.common import Objective
 from ..param import Denoiser
 from . import dist
@@ -40,7 +42,17 @@ class LoopSettings:
     log_every: int = 50
     ckpt_every: int = 1000
     eval_every: int = 0         # 0: only at the end
+    max_bad_steps: int = 0      # steps with a non-finite loss or gradient skipped before the run stops
     label: str = "train"        # the progress bar's
+
+
+SPIKE = 10.0          # a gradient norm this many times its running mean is logged as a spike
+SPIKE_WARMUP = 20     # steps before spikes are looked for
+
+
+class NonFiniteStep(UserError):
+    """A step's loss or gradient norm was NaN or inf more often than allowed; the run stopped before
+    writing anything, so the last checkpoint on disk is the last good state."""
 
 
 def lr_at(settings: LoopSettings, step: int) -> float:
@@ -93,7 +105,9 @@ def fit(
     """Train ``denoiser`` on ``objective`` into ``workdir``; ``stop_after`` steps of this call at most (then
     checkpoint). ``config`` and ``card`` are stored with each checkpoint as they are, plus the log window,
     the objective's state, and at the end what ``objective.finalize`` measures on ``heldout`` and what
-    ``evaluate`` returns. Returns the final card."""
+    ``evaluate`` returns (called on every rank; the main rank's result is kept, the others return None).
+    A step whose loss or gradient norm is not finite changes no weight; after ``settings.max_bad_steps``
+    of them the run stops with :class:`NonFiniteStep`. Returns the final card."""
     start = 0 if resume is None else resume.step
     ema = EMA(denoiser.backbone, settings.ema_halflife)
     opt = torch.optim.AdamW(denoiser.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, betas=(0.9, 0.99))
@@ -131,6 +145,8 @@ def fit(
         dist.barrier()
 
     tick = time.perf_counter()
+    state = card.setdefault("loop", {})  # the loop's own counters, restored on resume with the card
+    bad, grad_mean = int(state.get("bad_steps", 0)), state.get("grad_norm_mean")
     bar = tqdm(range(start, end), initial=start, total=settings.iters, disable=not (progress and dist.is_main()), desc=settings.label, dynamic_ncols=True)
     for step in bar:
         for group in opt.param_groups:
@@ -141,16 +157,31 @@ def fit(
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(denoiser.parameters(), settings.grad_clip)
-        opt.step()
-        ema.update(raw_backbone)
-
-        window["loss"].append(out.loss.item())
-        window["grad_norm"].append(grad_norm.item())
-        for k, v in out.scalars.items():
-            window[k].append(v)
-        _band_losses(out.per_example, out.t, window)
+        loss, norm = out.loss.item(), grad_norm.item()
         done = step + 1
-        if done % settings.log_every == 0 or done == settings.iters:
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            # Under DDP the gradient is all-reduced, so every rank sees the same non-finite norm.
+            bad += 1
+            state["bad_steps"] = bad
+            log.write(step=done, event="nonfinite", loss=str(loss), grad_norm=str(norm), skipped=bad)
+            if bad > settings.max_bad_steps:
+                raise NonFiniteStep(f"step {done}: the loss is {loss} and the gradient norm {norm}; the run stopped and "
+                                    f"its last checkpoint ({workdir}) is kept (allow max_bad_steps={settings.max_bad_steps} "
+                                    "skips with --skip-nonfinite, or lower the learning rate)")
+            opt.zero_grad(set_to_none=True)
+        else:
+            opt.step()
+            ema.update(raw_backbone)
+            if grad_mean is not None and done - start > SPIKE_WARMUP and norm > SPIKE * grad_mean:
+                log.write(step=done, event="grad_spike", grad_norm=norm, running_mean=grad_mean)
+            grad_mean = norm if grad_mean is None else 0.9 * grad_mean + 0.1 * norm
+            state["grad_norm_mean"] = grad_mean
+            window["loss"].append(loss)
+            window["grad_norm"].append(norm)
+            for k, v in out.scalars.items():
+                window[k].append(v)
+            _band_losses(out.per_example, out.t, window)
+        if (done % settings.log_every == 0 or done == settings.iters) and window["loss"]:
             elapsed = time.perf_counter() - tick
             record = {k: dist.mean_scalar(sum(v) / len(v), device) for k, v in window.items()}
             record["it_per_s"] = len(window["loss"]) / max(elapsed, 1e-9)
@@ -158,17 +189,19 @@ def fit(
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             window.clear()
             tick = time.perf_counter()
-        if evaluate and settings.eval_every and done % settings.eval_every == 0 and done < settings.iters and dist.is_main():
-            log.write(step=done, eval=evaluate(ema_denoiser(denoiser, ema)))
+        if evaluate and settings.eval_every and done % settings.eval_every == 0 and done < settings.iters:
+            metrics = evaluate(ema_denoiser(denoiser, ema))  # every rank samples its share
+            if metrics is not None:
+                log.write(step=done, eval=metrics)
         if done % settings.ckpt_every == 0 and done < end:
             checkpoint(done)
     bar.close()
 
-    if end == settings.iters and dist.is_main():
+    if end == settings.iters:
         final_ema = ema_denoiser(denoiser, ema)
-        if heldout is not None:
+        if heldout is not None and dist.is_main():
             card.update(objective.finalize(final_ema, heldout))
-        metrics = evaluate(final_ema) if evaluate is not None else None
+        metrics = evaluate(final_ema) if evaluate is not None else None  # every rank samples its share
         if metrics is not None:
             card["final_eval"] = metrics
         log.write(step=end, **({"eval": metrics} if metrics is not None else {}), event="end")

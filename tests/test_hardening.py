@@ -1,0 +1,228 @@
+"""Hardening: the EMA's closed form, non-finite steps, runs killed at random moments (also before their
+first checkpoint), complex data, and every objective under torchrun with 2 gloo processes."""
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FEWSTEP, TINY_MOONS, VENV_BIN, cli_env, mlp_denoiser, run_fewstep, snapshot
+from safetensors.torch import load_file
+
+from fewstep.batch import Batch, RandomBatches
+from fewstep.objectives import DiffusionObjective
+from fewstep.train.checkpoint import read_checkpoint
+from fewstep.train.ema import EMA, decay_from_halflife
+from fewstep.train.log import JsonlLog, read_log
+from fewstep.train.loop import LoopSettings, NonFiniteStep, fit
+
+
+# --- EMA: closed form -------------------------------------------------------------------------------
+
+def test_ema_matches_its_closed_form() -> None:
+    """After updates with values p_1..p_k from p_0: ema_k = β^k p_0 + (1 − β) Σ_i β^(k−i) p_i."""
+    halflife = 3.0
+    beta = decay_from_halflife(halflife)
+    assert beta**halflife == pytest.approx(0.5, rel=1e-12)
+    net = torch.nn.Linear(3, 2)
+    net.register_buffer("count", torch.zeros(()))
+    p0 = net.weight.detach().clone()
+    ema = EMA(net, halflife)
+    values = [torch.randn(2, 3, generator=torch.Generator().manual_seed(i)) for i in range(1, 7)]
+    for i, v in enumerate(values, start=1):
+        with torch.no_grad():
+            net.weight.copy_(v)
+            net.count.fill_(i)
+        ema.update(net)
+    k = len(values)
+    expected = beta**k * p0 + (1 - beta) * sum(beta ** (k - i) * v for i, v in enumerate(values, start=1))
+    assert torch.allclose(ema.model.weight, expected, rtol=1e-5, atol=1e-6)
+    assert ema.model.count.item() == k  # buffers are copied, not averaged
+    assert not any(p.requires_grad for p in ema.model.parameters())
+
+
+# --- non-finite steps -----------------------------------------------------------------------------------
+
+class NaNAt:
+    """The diffusion objective, with a NaN loss at the given (0-based) steps."""
+
+    def __init__(self, bad_steps: set[int]) -> None:
+        self.inner, self.bad = DiffusionObjective(), bad_steps
+        self.name, self.sampler = "diffusion", self.inner.sampler
+
+    def __call__(self, denoiser, x, cond, step, generator):
+        out = self.inner(denoiser, x, cond, step, generator)
+        if step in self.bad:
+            out.loss = out.loss * float("nan")
+        return out
+
+    def state(self):
+        return {}
+
+    def finalize(self, ema, heldout):
+        return {}
+
+
+def _fit(workdir: Path, objective, iters: int = 12, **settings) -> dict:
+    torch.manual_seed(0)
+    denoiser = mlp_denoiser(2)
+    data = Batch(torch.randn(256, 2, generator=torch.Generator().manual_seed(1)))
+    loop = LoopSettings(iters=iters, lr=1e-3, ckpt_every=4, log_every=2, ema_halflife=2.0, **settings)
+    return fit(denoiser, objective, RandomBatches(data, 32), workdir, loop, device=torch.device("cpu"),
+               config={"test": True}, card={}, progress=False)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(NonFiniteStep, match=r"^step 7: the loss is nan .* last checkpoint .* is kept") as info:
+        _fit(tmp_path / "run", NaNAt({6}))
+    assert str(info.value).count("\n") == 0
+    ckpt = read_checkpoint(tmp_path / "run")
+    assert ckpt.step == 4 and all(torch.isfinite(v).all() for v in ckpt.model.values())
+    events = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r.get("event") == "nonfinite"]
+    assert [e["step"] for e in events] == [7]
+
+
+def test_skipped_nan_steps_change_no_weight(tmp_path: Path) -> None:
+    card = _fit(tmp_path / "skip", NaNAt({5, 9}), max_bad_steps=2)
+    assert card["loop"]["bad_steps"] == 2
+    ckpt = read_checkpoint(tmp_path / "skip")
+    assert ckpt.step == 12 and all(torch.isfinite(v).all() for v in ckpt.model.values())
+    # A skipped step is a no-op: 6 steps whose last is skipped leave the weights and EMA of 5 clean steps.
+    _fit(tmp_path / "last", NaNAt({5}), iters=6, max_bad_steps=1)
+    _fit(tmp_path / "five", NaNAt(set()), iters=5)
+    last, five = read_checkpoint(tmp_path / "last"), read_checkpoint(tmp_path / "five")
+    assert all(torch.equal(last.model[k], five.model[k]) and torch.equal(last.ema[k], five.ema[k]) for k in five.model)
+    with pytest.raises(NonFiniteStep, match="^step 10: "):
+        _fit(tmp_path / "one", NaNAt({5, 9}), max_bad_steps=1)
+
+
+def test_gradient_spikes_are_logged(tmp_path: Path) -> None:
+    class Spiky(NaNAt):
+        def __call__(self, denoiser, x, cond, step, generator):
+            out = self.inner(denoiser, x, cond, step, generator)
+            if step == 30:
+                out.loss = out.loss * 1e4
+            return out
+
+    _fit(tmp_path / "run", Spiky(set()), iters=40)
+    spikes = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r.get("event") == "grad_spike"]
+    assert [s["step"] for s in spikes] == [31] and spikes[0]["grad_norm"] > 10 * spikes[0]["running_mean"]
+
+
+# --- crashes ---------------------------------------------------------------------------------------------
+
+def test_a_log_line_cut_short_by_a_crash_is_dropped_on_resume(tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 0, "event": "start"}\n{"step": 2, "loss": 1.0}\n{"step": 4, "loss": 0.9}\n{"step": 6, "lo')
+    JsonlLog(log).truncate_after(4)
+    assert [r["step"] for r in read_log(log)] == [0, 2, 4]
+
+
+TRAIN = [*TINY_MOONS[:-1], "--iters", "120", "--ckpt-every", "10", "--log-every", "10"]
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    (path,) = run.glob("weights-*.safetensors")
+    return load_file(str(path))
+
+
+def test_resume_without_a_checkpoint_starts_from_step_zero(cli, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 0, "event": "start"}\n{"step": 1')  # killed before any checkpoint
+    code, _, err = cli("train", "--out", run, "--resume", *TINY_MOONS)
+    assert code == 0 and "no checkpoint yet: starting from step 0" in err, err
+    code, _, err = cli("train", "--out", tmp_path / "ref", *TINY_MOONS)
+    assert code == 0, err
+    assert all(torch.equal(v, _weights(tmp_path / "ref")[k]) for k, v in _weights(run).items())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    code, _, err = cli("train", "--out", other, "--resume", *TINY_MOONS)
+    assert code == 2 and "holds no fewstep run to continue" in err and snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_kill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    ref = run_fewstep("train", "--out", tmp_path / "ref", *TRAIN, cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    run, rng, kills = tmp_path / "run", random.Random(20261128), 0
+    for attempt in range(12):
+        args = ["train", "--out", str(run), *TRAIN] + (["--resume"] if attempt else [])
+        proc = subprocess.Popen([FEWSTEP, *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if attempt < 4:  # four kills at random moments: during start-up, training or a checkpoint write
+            time.sleep(rng.uniform(0.3, 4.0))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+        _, err = proc.communicate(timeout=120)
+        if proc.returncode == 0 and json.loads((run / "checkpoint.json").read_text())["step"] == 120:
+            break
+        assert proc.returncode in (0, -signal.SIGKILL), err.decode()[-2000:]
+    assert kills >= 2, "the run finished before it could be killed; raise the iteration count"
+    assert not list(run.glob(".*tmp*")), "temporary files left behind"
+    want, have = _weights(tmp_path / "ref"), _weights(run)
+    assert want.keys() == have.keys() and all(torch.equal(want[k], have[k]) for k in want)
+    steps = [r["step"] for r in read_log(run / "log.jsonl") if "loss" in r]
+    assert steps == [r["step"] for r in read_log(tmp_path / "ref" / "log.jsonl") if "loss" in r]
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+def test_complex_data_is_refused(cli, tmp_path: Path) -> None:
+    np.save(tmp_path / "c.npy", (np.random.default_rng(0).normal(size=(50, 2)) * (1 + 1j)).astype(np.complex64))
+    before = snapshot(tmp_path)
+    code, _, err = cli("train", "--data", tmp_path / "c.npy", "--out", tmp_path / "run", "--iters", "1")
+    assert code == 2 and err.count("\n") == 1 and "--data: " in err and "complex64; expected real numbers" in err
+    assert snapshot(tmp_path) == before
+
+
+# --- every objective under torchrun -------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["cd", "ct", "ect", "mect"])
+def test_torchrun_two_processes_train_every_student_objective(moons_run: Path, tmp_path: Path, objective: str) -> None:
+    out = tmp_path / "run"
+    torchrun = [str(VENV_BIN / "torchrun"), "--nproc_per_node=2", "--standalone", "-m", "fewstep.cli.main"]
+    proc = run_fewstep("train", "--objective", objective, "--teacher", moons_run, "--student-steps", "2", "--out", out,
+                       "--iters", "12", "--batch", "32", "--eval-samples", "101", "--ckpt-every", "6", "--no-progress",
+                       cwd=tmp_path, exe=torchrun, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = read_log(out / "log.jsonl")
+    assert [r for r in log if r.get("event") == "start"][0]["world_size"] == 2
+    (end,) = [r for r in log if r.get("event") == "end"]
+    assert end["eval"]["n_samples"] == 101  # 51 + 50, drawn on two ranks and gathered
+    ckpt = read_checkpoint(out)
+    assert ckpt.step == 12 and all(torch.isfinite(v).all() for v in ckpt.model.values())
+
+
+def test_the_stop_grad_reference_runs_on_the_bare_backbone_under_ddp(tmp_path: Path) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from fewstep.objectives.common import same_mask_reference
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        denoiser = mlp_denoiser(2)
+        bare = denoiser.backbone
+        assert denoiser.unwrapped() is denoiser
+        denoiser.backbone = DistributedDataParallel(bare)
+        assert denoiser.unwrapped().backbone is bare
+
+        calls = []
+        bare.register_forward_hook(lambda *_: calls.append("bare"))
+        denoiser.backbone.register_forward_hook(lambda *_: calls.append("ddp"))
+        z, t = torch.randn(4, 2), torch.full((4,), 0.5)
+        ref = same_mask_reference(denoiser, z, t, None)
+        assert calls == ["bare"]  # DDP's forward (and its gradient bookkeeping) never ran
+        assert torch.equal(ref, denoiser(z, t).x_hat.detach())
+    finally:
+        dist.destroy_process_group()
