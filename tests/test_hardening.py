@@ -226,3 +226,58 @@ def test_the_stop_grad_reference_runs_on_the_bare_backbone_under_ddp(tmp_path: P
         assert torch.equal(ref, denoiser(z, t).x_hat.detach())
     finally:
         dist.destroy_process_group()
+
+
+# --- data larger than memory: streamed .npy and image folders -----------------------------------------
+
+def test_sharded_order_is_an_epoch_shuffle_split_over_ranks() -> None:
+    from fewstep.data.stream import ShardedOrder
+
+    n, batch, world = 10, 3, 2
+    ranks = [ShardedOrder(n, batch, seed=5, rank=r, world=world) for r in range(world)]
+    seen = [p for step in range(5) for r in ranks for p in r.positions(step)]  # 30 positions = 3 epochs
+    for epoch in range(3):
+        assert sorted(seen[epoch * n : (epoch + 1) * n]) == list(range(n))  # every example once an epoch
+    assert set(ranks[0].positions(2)).isdisjoint(ranks[1].positions(2)) or n % (batch * world)
+    fresh = ShardedOrder(n, batch, seed=5, rank=1, world=world)
+    assert fresh.positions(4) == ranks[1].positions(4)  # a function of the step: resumable anywhere
+    assert ShardedOrder(n, batch, seed=6).positions(0) != ShardedOrder(n, batch, seed=5).positions(0)
+
+
+def _png_folder(folder: Path, n: int, side: int = 8) -> None:
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(folder / f"{i:04d}.png")
+
+
+@pytest.mark.parametrize("kind", ["npy", "folder"])
+def test_streamed_data_matches_the_in_memory_split_and_resumes_exactly(cli, tmp_path: Path, kind: str) -> None:
+    from fewstep.data import LazyExamples, load_dataset
+
+    if kind == "npy":
+        data = tmp_path / "points.npy"
+        np.save(data, np.random.default_rng(1).normal(size=(600, 2)).astype(np.float32) * 3 + 1)
+    else:
+        data = tmp_path / "images"
+        _png_folder(data, 60)
+    memory, streamed = load_dataset(str(data), "memory"), load_dataset(str(data), "stream")
+    assert isinstance(streamed.train, LazyExamples) and streamed.shape == memory.shape
+    assert streamed.normaliser == memory.normaliser or kind == "npy"
+    assert torch.allclose(streamed.heldout, memory.heldout, atol=1e-5)
+    assert torch.allclose(streamed.train[torch.tensor([3, 0, 7])], memory.train[[3, 0, 7]], atol=1e-5)
+    assert streamed.train_std() == pytest.approx(memory.train_std(), rel=1e-6)
+
+    common = ["--data", data, "--data-loader", "stream", "--workers", "2", "--iters", "16", "--batch", "8", "--model", "mlp", "--width", "16", "--dropout", "0.1",
+              "--eval-samples", "16", "--ckpt-every", "100", "--no-progress"]
+    code, _, err = cli("train", "--out", tmp_path / "full", *common)
+    assert code == 0, err
+    code, _, err = cli("train", "--out", tmp_path / "part", *common, "--stop-after", "7")
+    assert code == 0, err
+    code, _, err = cli("train", "--out", tmp_path / "part", "--resume", "--iters", "16", "--no-progress")
+    assert code == 0, err
+    assert all(torch.equal(v, _weights(tmp_path / "full")[k]) for k, v in _weights(tmp_path / "part").items())
+    config = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert config["data_loader"] == "stream" and config["workers"] == 2

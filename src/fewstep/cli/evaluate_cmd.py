@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
         for s in steps:
             model.spec(spec, s)  # a bad spec or step count fails here, before any sampling
     try:
-        dataset = load_dataset(model.config.data)
+        dataset = load_dataset(model.config.data, model.config.data_loader)
     except UserError as exc:
         raise UserError(f"the run's data {model.config.data!r} cannot be loaded for evaluation ({exc})", arg="run") from None
     fid = _fid_metric(args.fid_weights, dataset, model.device) if args.fid_weights is not None else None

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> None:
     reports = []
     for path, model in runs:
         try:
-            dataset = load_dataset(model.config.data)
+            dataset = load_dataset(model.config.data, model.config.data_loader)
         except UserError as exc:
             raise UserError(f"the data {model.config.data!r} of {path} cannot be loaded for evaluation ({exc})", arg="run") from None
         samplers, steps = default_plan(model, args.steps, TEACHER_SAMPLERS)

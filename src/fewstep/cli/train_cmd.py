@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..runs.config import PRESETS, TrainConfig, override, preset_for, student_config
-from ..data import BUILTINS, Dataset, load_dataset
+from ..data import BUILTINS, LOADERS, Dataset, load_dataset
 from ..errors import UserError
 from ..io import check_folder_path
 from ..runs.objective import OBJECTIVES
@@ -51,6 +51,9 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N iterations")
     p.add_argument("--log-every", type=positive_int, help="log line every N iterations")
     p.add_argument("--eval-samples", type=positive_int, help="samples in each quick evaluation")
+    p.add_argument("--data-loader", choices=LOADERS, help="memory: read all data; stream: memory-map a .npy or decode an image "
+                   "folder batch by batch (data larger than memory); auto (preset): stream above 1 GiB")
+    p.add_argument("--workers", type=non_negative_int, help="DataLoader processes decoding streamed data (preset: 2)")
     p.add_argument("--skip-nonfinite", dest="max_bad_steps", type=non_negative_int,
                    help="skip up to K steps whose loss or gradient is NaN/inf (default 0: stop at the first, keeping the last checkpoint)")
     p.add_argument("--stop-after", type=positive_int, help="stop (with a checkpoint) after N iterations of this call; continue with --resume")
@@ -132,11 +135,11 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
             raise UserError("--data: required (a built-in name or a path)")
         if args.data not in BUILTINS and Path(args.data).exists():
             args.data = str(Path(args.data).resolve())  # the run must find its data from any folder
-        dataset = load_dataset(args.data)  # loaded once: mnist takes seconds
+        dataset = load_dataset(args.data, args.data_loader or "auto")  # loaded once: mnist takes seconds
         base = preset_for(args.data, dataset.kind)
         if student:
             base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=args.init or "none", ema_halflife_frac=0.1)
-    dataset = dataset or load_dataset(base.data)
+    dataset = dataset or load_dataset(base.data, args.data_loader or base.data_loader)
     if student:
         base = override(base, **{name: getattr(args, name) for name in STUDENT_FIELDS})
         base = dataclasses.replace(base, ect_c=args.ect_c)  # None is a value here: the weighting's default c
@@ -144,6 +147,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
         base, iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
         precision=args.precision, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
         log_every=args.log_every, eval_samples=args.eval_samples, max_bad_steps=args.max_bad_steps,
+        data_loader=args.data_loader, workers=args.workers,
         model_name=args.model, model_width=args.width, model_dropout=args.dropout,
     ), dataset
 

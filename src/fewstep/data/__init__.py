@@ -12,8 +12,9 @@ import torch
 
 from ..errors import UserError
 from ..schedules import Schedule
-from .dataset import Dataset, Normaliser, make_dataset
-from .files import image_range, read_array, read_image_folder, to_nchw
+from .dataset import Dataset, Normaliser, heldout_split, make_dataset
+from .files import IMAGE_SUFFIXES, image_range, read_array, read_image_folder, to_nchw
+from .stream import ImageFolderSource, LazyExamples, NpySource, Source, scan
 from .toys import TOYS, GaussianMixtureDenoiser, gaussians8_means, gaussians8_moments, GAUSSIANS8_STD
 
 TOY_TRAIN, TOY_HELDOUT = 20_000, 5_000
@@ -79,8 +80,20 @@ def _from_array(arr: np.ndarray, source: str) -> Dataset:
     return _images(name, nchw, None, image_range(nchw, source))
 
 
-def load_dataset(name_or_path: str) -> Dataset:
-    """A built-in name or a path to a .npy/.npz file or a folder of images."""
+STREAM_ABOVE = 1 << 30  # "auto" streams data that would take more than this many bytes in memory (float32)
+LOADERS = ("auto", "memory", "stream")
+
+
+def load_dataset(name_or_path: str, loader: str = "memory") -> Dataset:
+    """A built-in name or a path to a .npy/.npz file or a folder of images. ``loader``: ``memory`` reads
+    it all; ``stream`` memory-maps a .npy or decodes a folder's images when a batch asks (data larger than
+    memory); ``auto`` streams what would take more than 1 GiB in memory. Built-ins are always in memory."""
+    if loader not in LOADERS:
+        raise UserError(f"expected one of {', '.join(LOADERS)}, got {loader!r}", arg="data_loader")
+    if name_or_path not in BUILTINS and loader != "memory":
+        path = Path(name_or_path)
+        if path.exists() and (loader == "stream" or _bytes_in_memory(path) > STREAM_ABOVE):
+            return _streamed(path)
     if name_or_path in TOYS:
         return _toy(name_or_path)
     if name_or_path == "digits":
@@ -100,6 +113,54 @@ def load_dataset(name_or_path: str) -> Dataset:
     return _from_array(read_array(path), str(path))
 
 
+def _bytes_in_memory(path: Path) -> int:
+    """What the data at ``path`` would take as float32 in memory (estimated from its header)."""
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            return 0
+        from PIL import Image
+
+        try:
+            with Image.open(files[0]) as im:
+                return len(files) * im.size[0] * im.size[1] * len(im.getbands()) * 4
+        except Exception:  # noqa: BLE001  (the in-memory reader then names the bad file)
+            return 0
+    if path.suffix.lower() == ".npy":
+        try:
+            return int(np.prod(np.load(path, mmap_mode="r", allow_pickle=False).shape)) * 4
+        except Exception:  # noqa: BLE001
+            return 0
+    return 0
+
+
+def _streamed(path: Path) -> Dataset:
+    """A .npy or an image folder read lazily: the held-out split in memory, the training split on disk."""
+    if path.is_dir():
+        source: Source = ImageFolderSource(path)
+    elif path.suffix.lower() == ".npy":
+        source = NpySource(path)
+    else:
+        raise UserError(f"{path}: streaming reads a .npy file or a folder of images (an .npz cannot be memory-mapped)",
+                        arg="data_loader")
+    points = source.kind == "points"
+    every = np.arange(len(source))
+    if points:
+        mean, std, _, _ = scan(source, every)
+        normaliser = Normaliser("points", tuple(map(float, mean)), tuple(float(s) if s > 0 else 1.0 for s in std))
+        fraction, max_heldout = 0.1, 5000
+    else:
+        dtype = getattr(getattr(source, "array", None), "dtype", np.uint8)
+        lo, hi = (0.0, 255.0) if dtype == np.uint8 else image_range(np.array(scan(source, every)[2:]), str(path))
+        scale = (hi - lo) / 2.0
+        normaliser = Normaliser("images", (lo + scale,), (scale,))
+        fraction, max_heldout = 0.2, 2000
+    train_rows, heldout_rows = heldout_split(len(source), fraction, max_heldout)
+    heldout = LazyExamples(source, heldout_rows, normaliser)[:]
+    return Dataset(path.stem, normaliser, LazyExamples(source, train_rows, normaliser), heldout,
+                   meta={"loader": "stream", "source": str(path)})
+
+
 def ideal_denoiser(dataset: Dataset, schedule: Schedule) -> GaussianMixtureDenoiser | None:
     """The exact denoiser in model units, where the data set has one (``gaussians8``)."""
     if dataset.name != "gaussians8":
@@ -109,4 +170,4 @@ def ideal_denoiser(dataset: Dataset, schedule: Schedule) -> GaussianMixtureDenoi
     return GaussianMixtureDenoiser(schedule, means, GAUSSIANS8_STD / float(std[0]))
 
 
-__all__ = ["Dataset", "Normaliser", "load_dataset", "ideal_denoiser", "BUILTINS", "GaussianMixtureDenoiser"]
+__all__ = ["Dataset", "Normaliser", "load_dataset", "ideal_denoiser", "BUILTINS", "LOADERS", "GaussianMixtureDenoiser", "LazyExamples"]

@@ -55,7 +55,7 @@ class Normaliser:
 class Dataset:
     name: str
     normaliser: Normaliser
-    train: Tensor                      # [N, D] or [N, C, H, W], model units
+    train: Any                         # [N, D] or [N, C, H, W], model units: a Tensor, or LazyExamples (streamed)
     heldout: Tensor                    # fixed split, same units
     train_labels: Tensor | None = None
     heldout_labels: Tensor | None = None
@@ -70,6 +70,10 @@ class Dataset:
     def shape(self) -> tuple[int, ...]:
         """Shape of one example."""
         return tuple(self.train.shape[1:])
+
+    def train_std(self) -> float:
+        """The standard deviation of every training value in model units (σ_d), streamed data included."""
+        return float(self.train.double().std()) if isinstance(self.train, Tensor) else self.train.std()
 
     def to_data_units(self, x: Tensor) -> np.ndarray:
         return self.normaliser.to_data(x.detach().cpu().float().numpy())

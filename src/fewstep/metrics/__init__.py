@@ -105,8 +105,12 @@ def _classifier_report(dataset: Dataset, samples: Tensor, seed_floor: int) -> di
     }
 
 
+MEMO_BANK = 10_000  # streamed training sets: the nearest-neighbour bank is their first this many examples
+
+
 def _nn_report(dataset: Dataset, samples: Tensor) -> dict[str, float]:
-    m = memorisation(samples, dataset.train, dataset.heldout)
+    bank = dataset.train if isinstance(dataset.train, Tensor) else dataset.train[:MEMO_BANK]
+    m = memorisation(samples, bank, dataset.heldout)
     return {"nn_ratio_median": m["nn_ratio_median"], "nn_copy_fraction": m["nn_copy_fraction"]}
 
 

@@ -36,6 +36,8 @@ class TrainConfig:
     trained teacher starts from :func:`student_config`."""
 
     data: str = "moons"
+    data_loader: str = "auto"               # memory | stream | auto (stream above 1 GiB); built-ins: memory
+    workers: int = 2                        # DataLoader processes decoding streamed data
     objective: str = "diffusion"
     model: ModelConfig = field(default_factory=ModelConfig)
     prediction: str = "v"                  # what the backbone predicts: v | eps | x

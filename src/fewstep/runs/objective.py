@@ -60,7 +60,7 @@ def _check_curriculum(config: TrainConfig) -> dict[str, Any]:
 @OBJECTIVES.register("ect")
 def _ect(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
     """ECT: the teacher gives only the initial weights, it is never called."""
-    sigma_data = float(dataset.train.double().std())  # σ_d: the data's std in model units
+    sigma_data = dataset.train_std()  # σ_d: the data's std in model units
     objective = ECTObjective(
         iters=config.iters, sigma_data=sigma_data, p_mean=config.ect_p_mean, p_std=config.ect_p_std,
         u_mid=config.ect_u_mid, weighting=config.ect_weighting, huber_c=config.ect_c, **_check_curriculum(config),

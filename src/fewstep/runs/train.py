@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
-from ..batch import Batch, RandomBatches
-from ..data import Dataset, load_dataset
+from ..batch import Batch, BatchSource, RandomBatches
+from ..data import Dataset, LazyExamples, load_dataset
+from ..data.stream import StreamBatches
 from ..errors import UserError
 from ..param import Denoiser, DenoiserLike
 from ..sampling import generate
@@ -48,7 +49,7 @@ def train(
     workdir = Path(workdir)
     device = dist.resolve_device(config.device)
     dist.init(device)
-    dataset = dataset or load_dataset(config.data)
+    dataset = dataset or load_dataset(config.data, config.data_loader)
     ckpt = None
     if resume and not (workdir / "checkpoint.json").is_file():
         resume = False  # killed before its first checkpoint: start again from step 0, without its partial log
@@ -76,7 +77,12 @@ def train(
         label=f"train {config.objective}",
     )
     evaluate = lambda ema: quick_eval(ema, dataset, config.eval_samples, composed.objective.sampler)  # noqa: E731
-    fit(denoiser, composed.objective, RandomBatches(Batch(dataset.train), config.batch, device), workdir, settings,
+    if isinstance(dataset.train, LazyExamples):  # streamed from disk, from the step this call starts at
+        batches: BatchSource = StreamBatches(dataset.train, config.batch, seed=config.seed, start=ckpt.step if ckpt else 0,
+                                             workers=config.workers, rank=dist.rank(), world=dist.world_size(), device=device)
+    else:
+        batches = RandomBatches(Batch(dataset.train), config.batch, device)
+    fit(denoiser, composed.objective, batches, workdir, settings,
         device=device, config=config.to_dict(), card=card.to_dict(), heldout=Batch(dataset.heldout),
         resume=ckpt, evaluate=evaluate, stop_after=stop_after, progress=progress)
     return workdir
