@@ -17,6 +17,7 @@ from fewstep.schedules import CosineSchedule, Schedule
 # Tests use small tensors; on a busy 2-core CPU, intra-op threads spin against each other and make
 # some sampler loops ~50x slower (measured), so the suite runs single-threaded.
 torch.set_num_threads(1)
+os.environ["OMP_NUM_THREADS"] = "1"  # in-process CLI calls keep it (fewstep.train.threads)
 
 
 class GaussianDenoiser:

@@ -3,7 +3,6 @@ shared dropout mask, the 1-/2-step sampler, multistep ECT and a CLI smoke run.""
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ import torch
 from conftest import Spy, mlp_denoiser
 
 from fewstep.runs.config import TrainConfig
+from fewstep.data.dataset import Normaliser, make_dataset
 from fewstep.errors import UserError
 from fewstep.objectives import ECTObjective, MultistepECTObjective
 from fewstep.runs.objective import make_objective
@@ -272,12 +272,12 @@ def test_multistep_ect_at_segment_start_is_consistency_target(weighting):
 
 def test_make_objective_builds_ect_with_meta():
     x = torch.randn(1000, 2, generator=gen(17)) * 0.7
-    data = SimpleNamespace(train=x, name="fake")
+    data = make_dataset("fake", x.numpy(), Normaliser("points", (0.0, 0.0), (1.0, 1.0)), fraction=0.1)
     cpu, schedule = torch.device("cpu"), CosineSchedule()
     composed = make_objective(TrainConfig(objective="ect", init="none", iters=800), data, cpu, schedule)
     obj = composed.objective
     assert isinstance(obj, ECTObjective) and composed.teacher.weights is None
-    sigma_data = float(x.double().std())
+    sigma_data = float(data.train.double().std())
     assert obj.sigma_data == pytest.approx(sigma_data)
     hyper = composed.card["hyper"]
     for key in ("P_mean", "P_std", "q", "k", "b", "iters_per_stage", "u_mid"):

@@ -3,6 +3,7 @@ first checkpoint), complex data, and every objective under torchrun with 2 gloo 
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -45,6 +46,13 @@ def test_ema_matches_its_closed_form() -> None:
     assert torch.allclose(ema.model.weight, expected, rtol=1e-5, atol=1e-6)
     assert ema.model.count.item() == k  # buffers are copied, not averaged
     assert not any(p.requires_grad for p in ema.model.parameters())
+    # A half-life of 0 steps (or less than one) keeps no history: the EMA is the latest weights.
+    assert decay_from_halflife(0.0) == 0.0
+    none = EMA(net, 0.0)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    none.update(net)
+    assert torch.equal(none.model.weight, net.weight)
 
 
 # --- non-finite steps -----------------------------------------------------------------------------------
@@ -281,3 +289,34 @@ def test_streamed_data_matches_the_in_memory_split_and_resumes_exactly(cli, tmp_
     assert all(torch.equal(v, _weights(tmp_path / "full")[k]) for k, v in _weights(tmp_path / "part").items())
     config = json.loads((tmp_path / "full" / "config.json").read_text())
     assert config["data_loader"] == "stream" and config["workers"] == 2
+
+
+# --- a busy CPU ----------------------------------------------------------------------------------------------
+
+def test_threads_take_the_idle_cores_unless_the_user_chose(monkeypatch) -> None:
+    from fewstep.train import threads
+
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for busy, expected in ((0.0, 2), (0.4, 2), (0.9, 1), (1.0, 1), (2.0, 1)):
+        monkeypatch.setattr(threads, "busy_cores", lambda seconds=0.3, b=busy: b)
+        assert threads.choose_threads() == expected, busy
+    assert threads.choose_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.choose_threads() == torch.get_num_threads()
+
+
+def test_busy_cores_sees_a_busy_process() -> None:
+    from fewstep.train.threads import busy_cores
+
+    idle = busy_cores(0.5)
+    if idle > (os.cpu_count() or 1) - 1:
+        pytest.skip(f"{idle:.1f} cores are busy already: one more process would not show")
+    spinner = subprocess.Popen(["yes"], stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(0.2)
+        busy = busy_cores(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy > idle + 0.5, (idle, busy)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -81,6 +82,7 @@ def build(workdir: Path) -> dict[str, np.ndarray]:
     from safetensors.torch import load_file
 
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # so that the CLI keeps the one thread instead of choosing
     arrays: dict[str, np.ndarray] = {}
     for name, args in RUNS:
         out = workdir / name

@@ -12,6 +12,12 @@ class Parser(argparse.ArgumentParser):
         print(f"fewstep: error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
+    def _get_values(self, action: argparse.Action, arg_strings: list[str]) -> Any:
+        # `--seed=--` reaches here as ["--"], which argparse turns into [] and then skips the type check.
+        if action.option_strings and action.nargs is None and arg_strings == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, got '--'")
+        return super()._get_values(action, arg_strings)
+
 
 def checked(cast: Callable[[str], float], ok: Callable[[float], bool], expected: str) -> Callable[[str], Any]:
     """An argparse type: ``cast`` the text, require ``ok`` (and finiteness), else say what was expected."""
@@ -28,8 +34,18 @@ def checked(cast: Callable[[str], float], ok: Callable[[float], bool], expected:
     return parse
 
 
-positive_int = checked(int, lambda v: v >= 1, "a positive integer")
-non_negative_int = checked(int, lambda v: v >= 0, "an integer >= 0")
+def bounded_int(lo: int, hi: int) -> Callable[[str], Any]:
+    """An integer in [lo, hi]: upper bounds keep a typo (or a fuzzer) from overflowing a seed or asking
+    for a time grid larger than memory."""
+    return checked(int, lambda v: lo <= v <= hi, f"an integer from {lo} to {hi:,}")
+
+
+positive_int = bounded_int(1, 10**9)
+non_negative_int = bounded_int(0, 10**9)
+steps_int = bounded_int(1, 100_000)          # sampling steps
+count_int = bounded_int(1, 10_000_000)       # samples
+seed_int = bounded_int(0, 2**32 - 1)
+threads_int = bounded_int(0, 256)
 positive_float = checked(float, lambda v: v > 0, "a positive number")
 finite_float = checked(float, lambda v: True, "a finite number")
 non_negative_float = checked(float, lambda v: v >= 0, "a number >= 0")
@@ -38,8 +54,8 @@ unit_float = checked(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
 
 
 def int_list(text: str) -> list[int]:
-    """``1,2,4,8`` → [1, 2, 4, 8], every entry a positive integer."""
-    return [positive_int(part.strip()) for part in text.split(",") if part.strip()] or [positive_int(text)]
+    """``1,2,4,8`` → [1, 2, 4, 8], every entry a step count (1 to 100,000)."""
+    return [steps_int(part.strip()) for part in text.split(",") if part.strip()] or [steps_int(text)]
 
 
 def str_list(text: str) -> list[str]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ..io import check_writable, save_json
-from .args import int_list, positive_int, str_list
+from .args import bounded_int, count_int, int_list, str_list
 
 if TYPE_CHECKING:
     import torch
@@ -22,8 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", required=True, type=Path, help="run folder")
     p.add_argument("--sampler", type=str_list, help="comma list: ddim, addim, addim:data_free, addim:table:xhat, heun, ancestral, consistency (default: the run's own)")
     p.add_argument("--steps", type=int_list, help="comma list of step counts (default: 1,2,4,8,16,64 for a teacher, S for a multistep student, 1,2 for ECT)")
-    p.add_argument("-n", dest="count", type=positive_int, default=2000, help="samples per seed")
-    p.add_argument("--seeds", type=positive_int, default=3, help="number of sampling seeds")
+    p.add_argument("-n", dest="count", type=count_int, default=2000, help="samples per seed")
+    p.add_argument("--seeds", type=bounded_int(1, 100), default=3, help="number of sampling seeds")
     p.add_argument("--json", type=Path, help="write the rows and the protocol as JSON")
     p.add_argument("--fid-weights", type=Path, help="TorchScript inception-2015-12-05.pt (stylegan2-ada / clean-fid): also report "
                    "standard Inception FID and its noise floor (images only; never downloaded)")

@@ -8,7 +8,8 @@ import sys
 
 from ..errors import UserError
 from . import demo, evaluate_cmd, report_cmd, sample_cmd, train_cmd
-from .args import Parser
+from ..train.threads import apply_threads
+from .args import Parser, threads_int
 
 # Library errors name the Python argument (``n``, ``ect_q``); the CLI shows its flag. Arguments not listed
 # here are spelled --name-with-dashes; a command may add its own (report's positional RUN).
@@ -20,15 +21,28 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for module in (train_cmd, sample_cmd, evaluate_cmd, report_cmd, demo):
         module.add_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument("--threads", type=threads_int, default=0,
+                             help="intra-op CPU threads (0: OMP_NUM_THREADS if set, else the cores idle at the start)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        apply_threads(args.threads)
         args.func(args)
     except UserError as exc:
         print(f"fewstep: error: {exc.for_flags({**FLAGS, **getattr(args, 'flags', {})})}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("fewstep: error: out of memory; ask for fewer samples, a smaller batch or model, or --data-loader stream", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        if "alloc" not in str(exc) and "out of memory" not in str(exc):
+            raise
+        first = str(exc).strip().splitlines()[0][:200]
+        print(f"fewstep: error: out of memory ({first}); ask for fewer samples, a smaller batch or model", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fewstep: interrupted", file=sys.stderr)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UserError
-from .args import int_list, positive_int
+from .args import bounded_int, count_int, int_list
 
 if TYPE_CHECKING:
     from ..runs import Run
@@ -22,9 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "at its own steps) and write DIR/report.html, which opens offline, and DIR/report.json.")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders")
     p.add_argument("--out", required=True, type=Path, help="output folder for report.html and report.json")
-    p.add_argument("-n", dest="count", type=positive_int, default=2000, help="samples per seed")
+    p.add_argument("-n", dest="count", type=count_int, default=2000, help="samples per seed")
     p.add_argument("--steps", type=int_list, default=TEACHER_STEPS, help="a teacher's step counts (students use their own)")
-    p.add_argument("--seeds", type=positive_int, default=3, help="number of sampling seeds")
+    p.add_argument("--seeds", type=bounded_int(1, 100), default=3, help="number of sampling seeds")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available, else CPU")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report.html and report.json")
     p.set_defaults(func=run, flags={"run": "RUN"})

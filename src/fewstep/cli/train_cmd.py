@@ -14,7 +14,8 @@ from ..runs.objective import OBJECTIVES
 from ..runs.teachers import split_source
 from ..train.checkpoint import RUN_FILES, remove_run
 from ..train.dist import is_main
-from .args import at_least_one_float, finite_float, non_negative_float, non_negative_int, positive_float, positive_int, unit_float
+from .args import (at_least_one_float, bounded_int, count_int, finite_float, non_negative_float, non_negative_int, positive_float,
+                   positive_int, seed_int, steps_int, unit_float)
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
@@ -42,7 +43,7 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--model", choices=("mlp", "unet"), help="backbone (preset: mlp for points, unet for images)")
     p.add_argument("--width", type=positive_int, help="backbone width (MLP units / UNet base channels)")
     p.add_argument("--dropout", type=unit_float, help="dropout rate")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of weights, data order and noise (offset per rank under torchrun)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of weights, data order and noise (offset per rank under torchrun)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (it must exist)")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA if available, else CPU")
@@ -50,10 +51,10 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--eval-every", type=non_negative_int, help="quick evaluation every N iterations (0: at the end only)")
     p.add_argument("--ckpt-every", type=positive_int, help="checkpoint every N iterations")
     p.add_argument("--log-every", type=positive_int, help="log line every N iterations")
-    p.add_argument("--eval-samples", type=positive_int, help="samples in each quick evaluation")
+    p.add_argument("--eval-samples", type=count_int, help="samples in each quick evaluation")
     p.add_argument("--data-loader", choices=LOADERS, help="memory: read all data; stream: memory-map a .npy or decode an image "
                    "folder batch by batch (data larger than memory); auto (preset): stream above 1 GiB")
-    p.add_argument("--workers", type=non_negative_int, help="DataLoader processes decoding streamed data (preset: 2)")
+    p.add_argument("--workers", type=bounded_int(0, 64), help="DataLoader processes decoding streamed data (preset: 2)")
     p.add_argument("--skip-nonfinite", dest="max_bad_steps", type=non_negative_int,
                    help="skip up to K steps whose loss or gradient is NaN/inf (default 0: stop at the first, keeping the last checkpoint)")
     p.add_argument("--stop-after", type=positive_int, help="stop (with a checkpoint) after N iterations of this call; continue with --resume")
@@ -70,7 +71,7 @@ def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -
         g.add_argument("--objective", choices=OBJECTIVES.names(), default="diffusion",
                        help="diffusion teacher; multistep consistency distillation (cd) or training (ct); Easy Consistency Tuning (ect, 1-2 step sampling) or multistep ECT (mect)")
     g.add_argument("--teacher", help="teacher run folder (cd; ct, ect, mect start from it unless --init none); 'ideal' for gaussians8's exact denoiser")
-    g.add_argument("--student-steps", type=positive_int, default=d.student_steps, help="S: student sampling steps (segments) of cd, ct, mect")
+    g.add_argument("--student-steps", type=steps_int, default=d.student_steps, help="S: student sampling steps (segments) of cd, ct, mect")
     g.add_argument("--init", choices=("teacher", "none"), default=None, help="start from the teacher's weights, or from scratch (default: teacher when there is a teacher run)")
     g.add_argument("--teacher-sampler", choices=("addim", "ddim"), default=d.teacher_sampler, help="the teacher's small ODE step (cd)")
     g.add_argument("--n0", type=positive_int, default=d.n0, help="N_0: teacher discretisation at the start")
@@ -101,9 +102,10 @@ def _check_out(args: argparse.Namespace) -> None:
         leftovers = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
         if (out.exists() and not out.is_dir()) or any(name not in RUN_FILES for name in leftovers):
             raise UserError(f"--resume: {out} holds no fewstep run to continue")
+        if not (args.data or args.teacher):
+            raise UserError(f"--resume: {out} holds no fewstep run to continue (with --data and the run's flags it would start one)")
         # Killed before its first checkpoint (a re-queued cluster job, say): start again from step 0.
-        print(f"[train] {out} has no checkpoint yet: starting from step 0", file=sys.stderr)
-        args.resume, args.overwrite = False, bool(leftovers)
+        args.resume, args.overwrite, args.restarted = False, bool(leftovers), True
     if out.exists() and not out.is_dir():
         raise UserError(f"--out: {out} is a file; expected a folder for the run")
     check_folder_path(out, "out")
@@ -136,7 +138,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
         if args.data not in BUILTINS and Path(args.data).exists():
             args.data = str(Path(args.data).resolve())  # the run must find its data from any folder
         dataset = load_dataset(args.data, args.data_loader or "auto")  # loaded once: mnist takes seconds
-        base = preset_for(args.data, dataset.kind)
+        base = preset_for(args.data, dataset.kind, dataset.shape)
         if student:
             base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=args.init or "none", ema_halflife_frac=0.1)
     dataset = dataset or load_dataset(base.data, args.data_loader or base.data_loader)
@@ -166,6 +168,8 @@ def run(args: argparse.Namespace) -> None:
         build_backbone(config, dataset.shape)
         if args.overwrite and args.out.exists():
             remove_run(args.out)
+    if getattr(args, "restarted", False):
+        print(f"[train] {args.out} has no checkpoint yet: starting from step 0", file=sys.stderr)
     workdir = train(config, args.out, dataset=dataset, resume=args.resume, stop_after=args.stop_after, progress=not args.no_progress)
     if is_main():
         print(f"run saved to {workdir}")

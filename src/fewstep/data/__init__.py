@@ -56,10 +56,12 @@ def _mnist() -> Dataset:
     return _images("mnist", images, y)
 
 
-def _from_array(arr: np.ndarray, source: str) -> Dataset:
-    if arr.size == 0 or len(arr) < 2:
+def _from_array(arr: np.ndarray, source: str, nchw: bool = False) -> Dataset:
+    """Points [N, D] or images from an array; ``nchw``: images already [N, C, H, W] (an image folder), so
+    the layout rule for 4-D arrays does not apply."""
+    if arr.ndim == 0 or arr.size == 0 or len(arr) < 2:
         raise UserError(f"{source} is empty or has fewer than 2 examples (shape {list(arr.shape)})", arg="data")
-    if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+    if arr.dtype.kind not in REAL_KINDS:  # not complex, datetime, timedelta, strings or objects
         raise UserError(f"{source} has dtype {arr.dtype}; expected real numbers", arg="data")
     if arr.ndim not in (2, 3, 4):
         raise UserError(
@@ -72,14 +74,19 @@ def _from_array(arr: np.ndarray, source: str) -> Dataset:
     name = Path(source).stem
     if arr.ndim == 2:
         x = arr.astype(np.float64)
-        mean, std = x.mean(0), x.std(0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = x.mean(0), x.std(0)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            raise UserError(f"{source} has values up to {np.abs(x).max():.3g}, too large to standardise in float64; "
+                            "rescale the data", arg="data")
         std = np.where(std > 0, std, 1.0)  # a constant column stays constant rather than dividing by 0
         normaliser = Normaliser("points", tuple(map(float, mean)), tuple(map(float, std)))
         return make_dataset(name, normaliser.to_model(x), normaliser, fraction=0.1, max_heldout=5000)
-    nchw = to_nchw(arr, source)
-    return _images(name, nchw, None, image_range(nchw, source))
+    images = arr if nchw else to_nchw(arr, source)
+    return _images(name, images, None, image_range(images, source))
 
 
+REAL_KINDS = "biuf"     # numpy dtype kinds of data fewstep reads: bool, signed, unsigned, float
 STREAM_ABOVE = 1 << 30  # "auto" streams data that would take more than this many bytes in memory (float32)
 LOADERS = ("auto", "memory", "stream")
 
@@ -107,7 +114,7 @@ def load_dataset(name_or_path: str, loader: str = "memory") -> Dataset:
             arg="data",
         )
     if path.is_dir():
-        return _from_array(read_image_folder(path), str(path))
+        return _from_array(read_image_folder(path), str(path), nchw=True)
     if path.suffix.lower() not in (".npy", ".npz"):
         raise UserError(f"{path} has suffix {path.suffix!r}; expected .npy, .npz or a folder of images", arg="data")
     return _from_array(read_array(path), str(path))

@@ -26,12 +26,18 @@ def read_array(path: Path) -> np.ndarray:
         return loaded
     with loaded:
         names = list(loaded.files)
-        for key in ("x", "data", "samples", "images", "points"):
-            if key in names:
-                return loaded[key]
-        if len(names) == 1:
-            return loaded[names[0]]
-    raise UserError(f"{path} holds arrays {names}; expected one array or one named 'x', 'data' or 'samples'", arg="data")
+        chosen = next((key for key in ("x", "data", "samples", "images", "points") if key in names), None)
+        if chosen is None and len(names) == 1:
+            chosen = names[0]
+        if chosen is None:
+            raise UserError(f"{path} holds arrays {names}; expected one array or one named 'x', 'data' or 'samples'", arg="data")
+        try:  # members are read only now: a damaged or pickled one fails here
+            member = loaded[chosen]
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"cannot read array {chosen!r} of {path} ({type(exc).__name__}: {exc})", arg="data") from None
+    if not isinstance(member, np.ndarray):  # numpy hands back the raw bytes of a member that is not an .npy
+        raise UserError(f"{path}: its member {chosen!r} is not a NumPy array", arg="data")
+    return member
 
 
 def to_nchw(arr: np.ndarray, source: str) -> np.ndarray:

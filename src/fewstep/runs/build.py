@@ -32,6 +32,11 @@ def _mlp(m: ModelConfig, shape: Sequence[int], num_classes: int | None) -> nn.Mo
 def _unet(m: ModelConfig, shape: Sequence[int], num_classes: int | None) -> nn.Module:
     if len(shape) != 3:
         raise UserError(f"unet takes images [N, C, H, W]; this data has examples of shape {list(shape)} (use mlp)", arg="model")
+    levels = 2 ** (len(m.mults) - 1)
+    if min(shape[1], shape[2]) < 2 * levels:
+        # Below that the bottleneck is 1×1, where GroupNorm of a single example has one value per group.
+        raise UserError(f"a unet with {len(m.mults)} levels needs images of at least {2 * levels}×{2 * levels}; these are "
+                        f"{shape[1]}×{shape[2]} (use mlp)", arg="model")
     return UNet(shape[0], max(shape[1], shape[2]), width=m.width, mults=m.mults, blocks=m.blocks,
                 attn_res=m.attn_res, dropout=m.dropout, num_classes=num_classes)
 

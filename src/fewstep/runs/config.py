@@ -137,9 +137,12 @@ def student_config(teacher: TrainConfig, teacher_dir: str, objective: str, **fie
     return dataclasses.replace(base, **fields)
 
 
-def preset_for(data: str, kind: str) -> TrainConfig:
-    """The named preset for a built-in data set, else the one for its kind (points or images)."""
+def preset_for(data: str, kind: str, shape: tuple[int, ...] | None = None) -> TrainConfig:
+    """The named preset for a built-in data set, else the one for its kind (points or images); images too
+    small for the images preset's UNet (a bottleneck under 2×2) get the digits preset's MLP instead."""
     base = PRESETS.get(data) or PRESETS["points" if kind == "points" else "images"]
+    if base.model.name == "unet" and shape is not None and min(shape[-2:]) < 2 ** len(base.model.mults):
+        base = dataclasses.replace(base, model=PRESETS["digits"].model)
     return dataclasses.replace(base, data=data)
 
 

@@ -127,6 +127,9 @@ def quick_eval(denoiser: Denoiser, dataset: Dataset, n: int, sampler: Any) -> di
     samples = dist.gather_to_main(mine.cpu())
     if samples is None:
         return None
+    finite = samples.flatten(1).isfinite().all(1)
+    if not bool(finite.all()):  # a diverged model: say so in the log instead of failing the run at its end
+        return {"sampler": sampler.name, "steps": sampler.steps, "nonfinite_fraction": float(1 - finite.float().mean())}
     return {"sampler": sampler.name, "steps": sampler.steps, **evaluate_samples(dataset, samples)}
 
 

@@ -131,7 +131,8 @@ def fit(
     if resume is not None:
         log.truncate_after(start)
     else:
-        log.write(step=0, event="start", config=config, world_size=dist.world_size(), device=str(device))
+        log.write(step=0, event="start", config=config, world_size=dist.world_size(), device=str(device),
+                  threads=torch.get_num_threads())
     end = settings.iters if stop_after is None else min(settings.iters, start + stop_after)
     window: dict[str, list[float]] = defaultdict(list, resume.extra.get("log_window", {}) if resume else {})
 
