@@ -49,6 +49,7 @@ def finish(proc: subprocess.Popen) -> None:
 
 def train_speed(tmp: Path, name: str, env: dict[str, str], iters: int, beside: str | None) -> list[float]:
     """it/s of one digits-teacher run (two when ``beside`` is "twin"), beside nothing, ``yes`` or a twin run."""
+    time.sleep(3)  # let the previous measurement's processes go, or the next run sees them as load
     others: list[subprocess.Popen] = []
     if beside == "busy":
         others.append(subprocess.Popen(["yes"], stdout=subprocess.DEVNULL))
@@ -65,6 +66,7 @@ def train_speed(tmp: Path, name: str, env: dict[str, str], iters: int, beside: s
 
 
 SETTINGS = {  # the environment each row runs `fewstep train` with
+    "2 threads, default wait policy (before fewstep chose)": {"OMP_NUM_THREADS": "2"},
     "2 threads, OMP_WAIT_POLICY=ACTIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "ACTIVE"},
     "2 threads, OMP_WAIT_POLICY=PASSIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
     "1 thread": {"OMP_NUM_THREADS": "1"},
@@ -163,6 +165,10 @@ def main() -> None:
     result = {"threads": threads, "ddp": ddp, "stream": stream}[args.study](args)
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{args.study}.json"
+    if getattr(args, "only", None) and path.exists():  # a partial run replaces its own rows only
+        rows = {r["setting"]: r for r in json.loads(path.read_text())["rows"]}
+        rows.update({r["setting"]: r for r in result["rows"]})
+        result["rows"] = [rows[label] for label in SETTINGS if label in rows]
     path.write_text(json.dumps({"machine": platform.platform(), "python": platform.python_version(), **result}, indent=1) + "\n")
     print(f"wrote {path}")
 
