@@ -217,6 +217,8 @@ def test_ect_sampler_calls_and_one_step():
     with pytest.raises(UserError, match="^steps: "):
         generate(spy, 8, (2,), sampler="ect", steps=3)
     assert generate(spy, 8, (2,), sampler="ect", steps=2, u_mid=u_mid).shape == (8, 2)
+    with pytest.raises(ValueError, match=r"^u_mid = 100000.0 lies outside the schedule.s range below t = 1.0$"):
+        ect(spy, z, time_grid(2), u_mid=1e5)  # above u(1): re-noising would go past the start
 
 
 # --- multistep ECT -----------------------------------------------------------------------------------

@@ -270,3 +270,28 @@ def test_data_free_variance_closed_form():
     # 10% of Var[x|z_t] under a N(0, 0.5) prior: s²σ²/(α²s² + σ²) with s² = 0.5.
     post = 0.5 * sigma.double() ** 2 / (0.5 * alpha.double() ** 2 + sigma.double() ** 2)
     assert torch.allclose(v.double(), 0.1 * post, rtol=1e-4, atol=0)
+
+
+class _ClassMean:
+    """x̂ = the mean of the example's class (``cond["class"]``), whatever z_t is: its error is exact."""
+
+    def __init__(self, schedule, means: torch.Tensor) -> None:
+        self.schedule, self.means = schedule, means
+
+    def __call__(self, z_t, t, cond=None):
+        x_hat = self.means[cond["class"]] if cond is not None else torch.zeros_like(z_t)
+        return Prediction(x_hat, torch.zeros_like(z_t))
+
+
+def test_variance_table_is_eta_times_the_exact_mean_squared_error_with_conditions():
+    """v_t = η·Σ‖x − x̂‖²/(N·d) exactly, with x̂ independent of the noise; batches smaller than N and a
+    condition per example (sliced with its batch)."""
+    x = torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.5, 0.5], [-2.0, 1.0], [4.0, 0.0]])
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    means = torch.tensor([[1.0, 1.0], [2.0, 0.0]])
+    d = _ClassMean(CosineSchedule(), means)
+    table = VarianceTable.measure(d, x, eta=0.5, points=3, cond={"class": labels}, batch=2)
+    expected = 0.5 * (x - means[labels]).square().sum() / x.numel()
+    assert torch.allclose(table.values, expected.expand(3))
+    unconditional = VarianceTable.measure(d, x, eta=0.5, points=3, batch=2)
+    assert torch.allclose(unconditional.values, (0.5 * x.square().mean()).expand(3))
