@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 RTOL = 1e-5
@@ -20,7 +19,6 @@ def _module():
     return module
 
 
-@pytest.mark.slow
 def test_golden_runs_reproduce(tmp_path: Path) -> None:
     golden = _module()
     meta = json.loads((GOLDEN / "meta.json").read_text())

@@ -310,3 +310,16 @@ def test_evaluate_checks_each_sampler_at_the_steps_asked(moons_run, tmp_path, cl
     assert code == 0, err
     code, _, err = cli("evaluate", "--run", moons_run, "--sampler", "ect", "--steps", "3", "-n", "50", "--seeds", "1")
     assert code == 2 and "--steps: the ect sampler takes at most 2 steps, got 3" in err
+
+
+def test_weights_changed_after_their_checksum_was_written_are_refused(moons_run, tmp_path, cli):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(moons_run, run)
+    (weights,) = run.glob("weights-*.safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01  # one bit of the last tensor: still a loadable file, but not the one checkpointed
+    weights.write_bytes(bytes(data))
+    code, _, err = cli("sample", "--run", run, "--out", tmp_path / "s.npz")
+    assert code == 2 and err.count("\n") == 1 and "does not match checkpoint.json" in err, err

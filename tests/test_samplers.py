@@ -295,3 +295,23 @@ def test_variance_table_is_eta_times_the_exact_mean_squared_error_with_condition
     assert torch.allclose(table.values, expected.expand(3))
     unconditional = VarianceTable.measure(d, x, eta=0.5, points=3, batch=2)
     assert torch.allclose(unconditional.values, (0.5 * x.square().mean()).expand(3))
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps", "x"])
+def test_each_parameterisation_recovers_x_and_eps_from_a_perfect_backbone(prediction):
+    """docs/math.md §2: a backbone that outputs the true v, ε or x gives x̂ = x and ε̂ = ε exactly."""
+    from fewstep.param import Denoiser
+
+    g = torch.Generator().manual_seed(3)
+    x, eps = torch.randn(6, 3, generator=g), torch.randn(6, 3, generator=g)
+    t = torch.tensor([0.05, 0.2, 0.4, 0.6, 0.8, 0.95])
+    schedule = CosineSchedule()
+    alpha, sigma = (a[:, None] for a in schedule.alpha_sigma(t))
+    target = {"v": alpha * eps - sigma * x, "eps": eps, "x": x}[prediction]
+
+    class Oracle(torch.nn.Module):
+        def forward(self, z, t, cond=None):
+            return target
+
+    pred = Denoiser(Oracle(), schedule, prediction=prediction)(alpha * x + sigma * eps, t)
+    assert torch.allclose(pred.x_hat, x, atol=1e-5) and torch.allclose(pred.eps_hat, eps, atol=1e-4)
