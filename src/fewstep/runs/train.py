@@ -38,9 +38,9 @@ def train(
 ) -> Path:
     """Train ``config`` into the run folder ``workdir`` and return it.
 
-    ``dataset`` saves loading ``config.data`` again; ``resume`` continues the run in ``workdir``
-    (only ``config.iters`` may differ from its own; a run with no checkpoint yet starts from step 0); ``stop_after`` bounds the steps of this call (then
-    checkpoints). ``student`` replaces the backbone built from ``config.model`` with any ``nn.Module`` in
+    ``dataset`` saves loading ``config.data`` again; ``resume`` continues the run in ``workdir`` (only
+    ``config.iters`` may differ from its own; a run with no checkpoint yet starts from step 0);
+    ``stop_after`` bounds the steps of this call (then checkpoints). ``student`` replaces the backbone built from ``config.model`` with any ``nn.Module`` in
     a :class:`Denoiser` (its schedule and prediction type are recorded in the run); ``teacher`` replaces
     ``config.teacher`` with any denoiser. Before the first step, the recipe that rebuilds a user's
     backbone (:func:`fewstep.runs.backbone`, or a module's ``init_kwargs``) is checked against the module;
