@@ -323,3 +323,17 @@ def test_weights_changed_after_their_checksum_was_written_are_refused(moons_run,
     weights.write_bytes(bytes(data))
     code, _, err = cli("sample", "--run", run, "--out", tmp_path / "s.npz")
     assert code == 2 and err.count("\n") == 1 and "does not match checkpoint.json" in err, err
+
+
+def test_a_card_of_single_channel_images_reads_back():
+    card = RunCard("digits", (1, 8, 8), Normaliser("images", (127.5,), (127.5,)))
+    assert RunCard.from_dict(card.to_dict(), "diffusion").data_shape == (1, 8, 8)
+
+
+def test_a_teacher_from_a_run_folder_is_frozen(moons_run):
+    from fewstep.runs.teachers import SourceContext, run_folder
+
+    config = TrainConfig(objective="cd", teacher=str(moons_run), init="teacher")
+    teacher = run_folder(str(moons_run), SourceContext(config, load_dataset("moons"), torch.device("cpu")))
+    assert not any(p.requires_grad for p in teacher.denoiser.parameters()) and not teacher.denoiser.training
+    assert teacher.weights is not None and teacher.card["teacher_step"] == 30
