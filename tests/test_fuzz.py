@@ -438,6 +438,17 @@ SAMPLE_FLAGS = {
 }
 
 
+def run_on_moons(cli, moons_run: Path, work: Path, command: list[str], argv: list[str], invalid: list[str]) -> tuple[int, str]:
+    """``fewstep COMMAND --run moons_run … ARGV`` (``command``'s output file inside ``work``), checked against
+    the contract and for an untouched run folder; returns (exit code, the reproducer)."""
+    name, out_flag, out_file = command
+    run_before, before = snapshot(moons_run), snapshot(work)
+    what = f"{name} --run RUN {out_flag} {out_file} {' '.join(map(repr, argv))}"
+    code = check_flags(what, call(cli, name, "--run", moons_run, out_flag, work / out_file, *argv), invalid, before, snapshot(work))
+    assert snapshot(moons_run) == run_before, f"{what}: the run folder changed"
+    return code, what
+
+
 @settings(max_examples=50, **FUZZ)
 @given(values=flag_case(SAMPLE_FLAGS, required=("-n",)), png=st.integers(0, 3))  # -n: its default 1000 is slow
 def test_sample_flag_values(cli, moons_run: Path, tmp_path: Path, values: dict[str, str], png: int) -> None:
@@ -447,10 +458,7 @@ def test_sample_flag_values(cli, moons_run: Path, tmp_path: Path, values: dict[s
     steps = as_int(values["--steps"]) if "--steps" in values else 64  # a teacher's default
     if values.get("--sampler", "").split(":")[0] == "ect" and not invalid and steps > 2:
         invalid = ["--steps"]  # ECT samples in 1 or 2 steps
-    run_before, before = snapshot(moons_run), snapshot(work)
-    what = f"sample --run RUN --out s.npz {' '.join(map(repr, argv))}"
-    code = check_flags(what, call(cli, "sample", "--run", moons_run, "--out", work / "s.npz", *argv), invalid, before, snapshot(work))
-    assert snapshot(moons_run) == run_before, f"{what}: the run folder changed"
+    code, what = run_on_moons(cli, moons_run, work, ["sample", "--out", "s.npz"], argv, invalid)
     if code == 0:
         samples = np.load(work / "s.npz")["samples"]
         assert samples.shape == (as_int(values["-n"]), 2) and np.isfinite(samples).all(), what
@@ -493,10 +501,7 @@ def test_evaluate_flag_values(cli, moons_run: Path, tmp_path: Path, values: dict
     steps = [as_int(p) or 0 for p in values["--steps"].split(",") if p.strip()]
     if "ect" in samplers and not invalid and max(steps) > 2:
         invalid = ["--steps"]  # ECT samples in 1 or 2 steps
-    run_before, before = snapshot(moons_run), snapshot(work)
-    what = f"evaluate --run RUN --json e.json {' '.join(map(repr, argv))}"
-    code = check_flags(what, call(cli, "evaluate", "--run", moons_run, "--json", work / "e.json", *argv), invalid, before, snapshot(work))
-    assert snapshot(moons_run) == run_before, f"{what}: the run folder changed"
+    code, what = run_on_moons(cli, moons_run, work, ["evaluate", "--json", "e.json"], argv, invalid)
     if code == 0:
         assert json.loads((work / "e.json").read_text())["rows"], what
     shutil.rmtree(work)

@@ -14,6 +14,11 @@ class UserError(Exception):
         self.detail = message
         super().__init__(f"{arg}: {message}" if arg else message)
 
+    @staticmethod
+    def reason(exc: BaseException) -> str:
+        """What went wrong, for a message that wraps ``exc``: a UserError's own words, else type and text."""
+        return exc.detail if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+
     def for_flags(self, flags: dict[str, str]) -> str:
         """The message with ``arg`` spelled as the CLI flag ``flags`` maps it to (else ``--arg-name``)."""
         if self.arg is None:

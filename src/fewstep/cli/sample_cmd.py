@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import UserError
 from ..io import check_writable, save_npz, save_png
 from ..samplers import SAMPLERS, format_sampler
+from ..samplers.spec import text_choices
 from .args import count_int, positive_int, seed_int, steps_int
 
 
@@ -20,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help=".npz file for the samples (array 'samples', data units)")
     p.add_argument("--sampler", help=f"sampler: {', '.join(SAMPLERS)}; addim may add :table or :data_free, then :xhat (default: ddim for a teacher, consistency for a cd/ct/mect student, ect for an ect student)")
     p.add_argument("--steps", type=steps_int, help="sampling steps (default: 64 for a teacher, S for a cd/ct/mect student, 2 for an ect student)")
-    p.add_argument("--variance", choices=tuple(SAMPLERS.get("addim").text_options[0].choices), help="aDDIM's v_t: the run's measured table (docs/math.md §4 c; the default) or data-free 0.1/(2+SNR) (b)")
+    p.add_argument("--variance", choices=tuple(text_choices("addim", "variance")), help="aDDIM's v_t: the run's measured table (docs/math.md §4 c; the default) or data-free 0.1/(2+SNR) (b)")
     p.add_argument("-n", dest="count", type=count_int, default=1000, help="number of samples")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the initial noise (and of ancestral noise)")
     p.add_argument("--batch-size", type=positive_int, help="samples per batch (memory stays flat in -n)")

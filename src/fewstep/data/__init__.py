@@ -13,7 +13,7 @@ import torch
 from ..errors import UserError
 from ..schedules import Schedule
 from .dataset import Dataset, Normaliser, heldout_split, make_dataset
-from .files import IMAGE_SUFFIXES, image_range, read_array, read_image_folder, to_nchw
+from .files import IMAGE_SUFFIXES, check_real, image_range, read_array, read_image_folder, to_nchw
 from .stream import ImageFolderSource, LazyExamples, NpySource, Source, scan
 from .toys import TOYS, GaussianMixtureDenoiser, gaussians8_means, gaussians8_moments, GAUSSIANS8_STD
 
@@ -61,8 +61,7 @@ def _from_array(arr: np.ndarray, source: str, nchw: bool = False) -> Dataset:
     the layout rule for 4-D arrays does not apply."""
     if arr.ndim == 0 or arr.size == 0 or len(arr) < 2:
         raise UserError(f"{source} is empty or has fewer than 2 examples (shape {list(arr.shape)})", arg="data")
-    if arr.dtype.kind not in REAL_KINDS:  # not complex, datetime, timedelta, strings or objects
-        raise UserError(f"{source} has dtype {arr.dtype}; expected real numbers", arg="data")
+    check_real(arr, source)
     if arr.ndim not in (2, 3, 4):
         raise UserError(
             f"{source} has rank {arr.ndim} (shape {list(arr.shape)}); expected points [N, D] "
@@ -86,7 +85,6 @@ def _from_array(arr: np.ndarray, source: str, nchw: bool = False) -> Dataset:
     return _images(name, images, None, image_range(images, source))
 
 
-REAL_KINDS = "biuf"     # numpy dtype kinds of data fewstep reads: bool, signed, unsigned, float
 STREAM_ABOVE = 1 << 30  # "auto" streams data that would take more than this many bytes in memory (float32)
 LOADERS = ("auto", "memory", "stream")
 
@@ -150,6 +148,8 @@ def _streamed(path: Path) -> Dataset:
     else:
         raise UserError(f"{path}: streaming reads a .npy file or a folder of images (an .npz cannot be memory-mapped)",
                         arg="data_loader")
+    if len(source) < 2:
+        raise UserError(f"{path} has fewer than 2 examples", arg="data")
     points = source.kind == "points"
     every = np.arange(len(source))
     if points:

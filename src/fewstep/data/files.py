@@ -14,6 +14,7 @@ from ..errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CHANNELS = (1, 3, 4)
+REAL_KINDS = "biuf"     # numpy dtype kinds of data fewstep reads: bool, signed, unsigned, float
 
 
 def read_array(path: Path) -> np.ndarray:
@@ -67,29 +68,15 @@ def image_range(arr: np.ndarray, source: str) -> tuple[float, float]:
     raise UserError(f"{source} has float image values in [{lo:.3g}, {hi:.3g}]; expected [0, 1], [-1, 1] or [0, 255]", arg="data")
 
 
+def check_real(arr: np.ndarray, source: str) -> None:
+    """Data are real numbers: not complex, datetime, timedelta, strings or objects."""
+    if arr.dtype.kind not in REAL_KINDS:
+        raise UserError(f"{source} has dtype {arr.dtype}; expected real numbers", arg="data")
+
+
 def read_image_folder(path: Path) -> np.ndarray:
     """A folder of PNG/JPEG files → uint8 [N, C, H, W]; grayscale stays 1 channel when every file is."""
-    from PIL import Image
+    from .stream import ImageFolderSource
 
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise UserError(f"folder {path} has no .png/.jpg/.jpeg images", arg="data")
-    images = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                images.append((f, im.convert("L") if im.mode in ("L", "1", "I;16", "I") else im.convert("RGB")))
-        except Exception as exc:
-            raise UserError(f"cannot read image {f} ({exc})", arg="data") from None
-    gray = all(im.mode == "L" for _, im in images)
-    sizes = {im.size for _, im in images}
-    if len(sizes) > 1:
-        (f0, im0), other = images[0], next((f, im) for f, im in images if im.size != images[0][1].size)
-        raise UserError(
-            f"mixed image sizes in {path}: {f0.name} is {im0.size[0]}x{im0.size[1]}, "
-            f"{other[0].name} is {other[1].size[0]}x{other[1].size[1]}; resize them to one size",
-            arg="data",
-        )
-    arrays = [np.asarray(im if gray else im.convert("RGB")) for _, im in images]
-    arr = np.stack(arrays)
-    return arr[:, None] if arr.ndim == 3 else arr.transpose(0, 3, 1, 2)
+    folder = ImageFolderSource(path)
+    return folder.read(np.arange(len(folder)))

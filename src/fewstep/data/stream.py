@@ -21,7 +21,7 @@ from torch import Tensor
 from ..batch import Batch
 from ..errors import UserError
 from .dataset import Normaliser
-from .files import CHANNELS, IMAGE_SUFFIXES
+from .files import IMAGE_SUFFIXES, check_real, to_nchw
 
 CHUNK = 4096  # rows per chunk when scanning a source for statistics
 
@@ -36,27 +36,23 @@ class Source(Protocol):
 
 
 class NpySource:
-    """A ``.npy`` file, memory-mapped: reading rows touches only those rows."""
+    """A ``.npy`` file, memory-mapped and seen through the layout rule of :func:`to_nchw` (a view, so
+    reading rows touches only those rows)."""
 
     def __init__(self, path: Path) -> None:
-        try:
-            self.array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except Exception as exc:  # noqa: BLE001  (numpy raises many kinds for a bad file)
-            raise UserError(f"cannot memory-map {path} as a NumPy array ({type(exc).__name__}: {exc})", arg="data") from None
         self.path = path
-        arr = self.array
-        if np.iscomplexobj(arr) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-            raise UserError(f"{path} has dtype {arr.dtype}; expected real numbers", arg="data")
-        if arr.ndim not in (2, 3, 4) or len(arr) < 2 or arr.size == 0:
-            raise UserError(f"{path} has shape {list(arr.shape)}; expected at least 2 points [N, D] or images "
+        self._open()
+        if self.array.ndim not in (2, 3, 4) or self.array.size == 0:
+            raise UserError(f"{path} has shape {list(self.array.shape)}; expected points [N, D] or images "
                             "[N, H, W], [N, C, H, W], [N, H, W, C]", arg="data")
-        self.channels_last = False
-        if arr.ndim == 4:
-            first, last = arr.shape[1] in CHANNELS, arr.shape[3] in CHANNELS
-            if first == last:
-                raise UserError(f"{path} has ambiguous image shape {list(arr.shape)}; the channel axis (size 1, 3 or 4) "
-                                "must be exactly one of axis 1 or axis 3", arg="data")
-            self.channels_last = last
+
+    def _open(self) -> None:
+        try:
+            arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001  (numpy raises many kinds for a bad file)
+            raise UserError(f"cannot memory-map {self.path} as a NumPy array ({type(exc).__name__}: {exc})", arg="data") from None
+        check_real(arr, str(self.path))
+        self.array = to_nchw(arr, str(self.path)) if arr.ndim in (3, 4) else arr
 
     def __getstate__(self) -> dict:
         # A DataLoader worker started by "spawn" re-opens the map instead of receiving a copy of the data.
@@ -64,7 +60,7 @@ class NpySource:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        self._open()
 
     def __len__(self) -> int:
         return len(self.array)
@@ -75,22 +71,18 @@ class NpySource:
 
     @property
     def example_shape(self) -> tuple[int, ...]:
-        shape = self.array.shape[1:]
-        if self.array.ndim == 2:
-            return tuple(shape)
-        if self.array.ndim == 3:
-            return (1, *shape)
-        return (shape[2], shape[0], shape[1]) if self.channels_last else tuple(shape)
+        return tuple(self.array.shape[1:])
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        x = np.asarray(self.array[np.asarray(rows)])
-        if x.ndim == 3:
-            return x[:, None]
-        return x.transpose(0, 3, 1, 2) if self.channels_last else x
+        return np.asarray(self.array[np.asarray(rows)])
+
+
+GRAY_MODES = ("L", "1", "I;16", "I")
 
 
 class ImageFolderSource:
-    """PNG/JPEG files of one size, decoded when read. Headers are checked up front (size, mode)."""
+    """PNG/JPEG files of one size, decoded when read; grayscale (1 channel) when every file is. Headers
+    (size, mode) are checked up front, which reads no pixels."""
 
     kind = "images"
 
@@ -98,20 +90,21 @@ class ImageFolderSource:
         from PIL import Image
 
         self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if len(self.files) < 2:
-            raise UserError(f"folder {path} has fewer than 2 .png/.jpg/.jpeg images", arg="data")
-        sizes, gray = set(), True
+        if not self.files:
+            raise UserError(f"folder {path} has no .png/.jpg/.jpeg images", arg="data")
+        first, self.gray = None, True
         for f in self.files:
             try:
-                with Image.open(f) as im:  # reads the header only
-                    sizes.add(im.size)
-                    gray = gray and im.mode in ("L", "1", "I;16", "I")
+                with Image.open(f) as im:
+                    size, mode = im.size, im.mode
             except Exception as exc:  # noqa: BLE001
                 raise UserError(f"cannot read image {f} ({exc})", arg="data") from None
-            if len(sizes) > 1:
-                raise UserError(f"mixed image sizes in {path} ({sorted(sizes)}); resize them to one size", arg="data")
-        (self.size,) = sizes
-        self.gray = gray
+            first = first or (f, size)
+            if size != first[1]:
+                raise UserError(f"mixed image sizes in {path}: {first[0].name} is {first[1][0]}x{first[1][1]}, {f.name} is "
+                                f"{size[0]}x{size[1]}; resize them to one size", arg="data")
+            self.gray = self.gray and mode in GRAY_MODES
+        self.size = first[1]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -129,7 +122,9 @@ class ImageFolderSource:
             f = self.files[int(row)]
             try:
                 with Image.open(f) as im:
-                    arr = np.asarray(im.convert("L" if self.gray else "RGB"))
+                    # Gray modes go through L, the rest through RGB (then to RGB too in a colour folder).
+                    im = im.convert("L") if im.mode in GRAY_MODES else im.convert("RGB")
+                    arr = np.asarray(im if self.gray else im.convert("RGB"))
             except Exception as exc:  # noqa: BLE001
                 raise UserError(f"cannot read image {f} ({exc})", arg="data") from None
             if arr.shape[:2] != out.shape[2:]:
@@ -218,6 +213,14 @@ class _Examples(torch.utils.data.Dataset):
     def __getitem__(self, position: int) -> Tensor:
         return self.examples[position]
 
+    def __getitems__(self, positions: list[int]) -> Tensor:
+        # The DataLoader fetches a whole batch with one read (one fancy index into a memory map).
+        return self.examples[positions]
+
+
+def _as_batch(batch: Tensor) -> Tensor:
+    return batch
+
 
 class _Order(torch.utils.data.Sampler):
     def __init__(self, order: ShardedOrder, start: int) -> None:
@@ -238,7 +241,7 @@ class StreamBatches:
         # Its own generator: a DataLoader iterator otherwise draws its base seed from the global RNG, which
         # would shift the dropout masks of a resumed run against an uninterrupted one.
         self.loader = torch.utils.data.DataLoader(
-            _Examples(examples), batch_sampler=_Order(order, start), num_workers=workers,
+            _Examples(examples), batch_sampler=_Order(order, start), num_workers=workers, collate_fn=_as_batch,
             persistent_workers=False, prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))
         self.device = device
         self._batches: Iterator[Tensor] | None = None

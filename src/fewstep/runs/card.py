@@ -94,8 +94,7 @@ class RunCard:
                             else card.legacy_sampler())
             card.check()
         except (KeyError, TypeError, ValueError, AttributeError, UserError) as exc:
-            detail = exc.detail if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-            raise UserError(f"the run card in checkpoint.json is incomplete or malformed ({detail})", arg=arg) from None
+            raise UserError(f"the run card in checkpoint.json is incomplete or malformed ({UserError.reason(exc)})", arg=arg) from None
         return card
 
     def check(self) -> None:

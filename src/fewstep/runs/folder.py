@@ -24,17 +24,20 @@ def read_run(workdir: Path | str, *, arg: str = "run", with_optimizer: bool = Fa
         if config.prediction not in PREDICTION_TYPES or config.precision not in ("fp32", "bf16"):
             raise ValueError(f"prediction {config.prediction!r}, precision {config.precision!r}")
     except Exception as exc:  # noqa: BLE001  (any malformed field is one line naming the file)
-        detail = exc.detail if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        raise UserError(f"cannot read {Path(workdir) / 'config.json'} ({detail})", arg=arg) from None
+        raise UserError(f"cannot read {Path(workdir) / 'config.json'} ({UserError.reason(exc)})", arg=arg) from None
     return config, RunCard.from_dict(ckpt.extra, config.objective, arg=arg), ckpt
 
 
-def load_weights(module: nn.Module, state: dict[str, torch.Tensor], where: str, arg: str) -> None:
-    """``module.load_state_dict(state)`` with names and shapes checked first: a one-line error instead of
-    PyTorch's multi-line one (a config edited to another width, weights of another architecture)."""
+def check_fits(module: nn.Module, state: dict[str, torch.Tensor], what: str, arg: str) -> None:
+    """``state`` has ``module``'s names and shapes: a one-line error instead of PyTorch's multi-line one (a
+    config edited to another width, weights of another architecture)."""
     detail = layout_difference(module.state_dict(), state)
     if detail:
-        raise UserError(f"the weights in {where} do not fit the backbone ({detail})", arg=arg)
+        raise UserError(f"{what} do not fit the backbone ({detail})", arg=arg)
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], what: str, arg: str) -> None:
+    check_fits(module, state, what, arg)
     module.load_state_dict(state)
 
 
@@ -49,16 +52,13 @@ def rebuild_denoiser(config: TrainConfig, card: RunCard, *, backbone: nn.Module 
     try:
         return build_denoiser(config, card.data_shape)
     except (UserError, TypeError, ValueError, KeyError) as exc:  # e.g. a user's class not importable here
-        detail = exc.detail if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-        raise UserError(f"cannot build the backbone this run's config.json describes ({detail})", arg=arg) from None
+        raise UserError(f"cannot build the backbone this run's config.json describes ({UserError.reason(exc)})", arg=arg) from None
 
 
 def check_resumable(ckpt: Checkpoint, backbone: nn.Module, arg: str = "resume") -> None:
     """What the loop restores on resume fits this backbone: weights, EMA, optimiser state, RNG states."""
-    for what, state in (("weights", ckpt.model), ("EMA weights", ckpt.ema)):
-        detail = layout_difference(backbone.state_dict(), state)
-        if detail:
-            raise UserError(f"the {what} of the checkpoint do not fit the backbone ({detail})", arg=arg)
+    check_fits(backbone, ckpt.model, "the checkpoint's weights", arg)
+    check_fits(backbone, ckpt.ema, "the checkpoint's EMA weights", arg)
     groups = (ckpt.optimizer or {}).get("param_groups")
     if not (isinstance(groups, list) and len(groups) == 1 and isinstance(groups[0], dict)
             and len(groups[0].get("params", ())) == len(list(backbone.parameters()))):
@@ -77,7 +77,7 @@ def open_denoiser(workdir: Path | str, *, arg: str = "run", backbone: nn.Module 
     """A run's EMA denoiser in eval mode, with its config, card and checkpoint."""
     config, card, ckpt = read_run(workdir, arg=arg)
     denoiser = rebuild_denoiser(config, card, backbone=backbone, arg=arg)
-    load_weights(denoiser.backbone, ckpt.ema, str(workdir), arg)
+    load_weights(denoiser.backbone, ckpt.ema, f"the weights in {workdir}", arg)
     return config, card, ckpt, denoiser.to(device).eval()
 
 

@@ -67,7 +67,7 @@ def train(
         check_resumable(ckpt, denoiser.backbone)
     composed = make_objective(config, dataset, device, denoiser, teacher=teacher)
     if ckpt is None and composed.teacher.weights is not None:
-        load_weights(denoiser.backbone, composed.teacher.weights, "the teacher", arg="init")
+        load_weights(denoiser.backbone, composed.teacher.weights, "the teacher's weights", arg="init")
     card = RunCard(dataset.name, dataset.shape, dataset.normaliser, dataset.num_classes, config.objective,
                    backbone=recipe, **composed.card)
     settings = LoopSettings(

@@ -82,12 +82,17 @@ class SamplerSpec:
         return format_sampler(self)
 
 
+def text_choices(sampler: str, name: str) -> Mapping[str, Any]:
+    """The spellings of ``sampler``'s text option ``name`` and the values they stand for."""
+    return next(o for o in SAMPLERS.get(sampler, arg="sampler").text_options if o.name == name).choices
+
+
 def text_option(sampler: str, name: str, word: str, arg: str | None = None) -> Any:
     """The value the spelling ``word`` of ``sampler``'s text option ``name`` stands for (``xhat`` → ``x_hat``)."""
-    option = next(o for o in SAMPLERS.get(sampler, arg="sampler").text_options if o.name == name)
-    if word not in option.choices:
-        raise UserError(f"{sampler}'s {name} is one of {', '.join(option.choices)}, got {word!r}", arg=arg or name)
-    return option.choices[word]
+    choices = text_choices(sampler, name)
+    if word not in choices:
+        raise UserError(f"{sampler}'s {name} is one of {', '.join(choices)}, got {word!r}", arg=arg or name)
+    return choices[word]
 
 
 def parse_sampler(text: str, steps: int | None = None) -> SamplerSpec:
