@@ -10,7 +10,7 @@ from .cond import Cond, cond_slice, cond_to
 from .errors import UserError
 from .param import DenoiserLike
 from .samplers import SamplerSpec, parse_sampler
-from .schedules import time_grid
+from .schedules import make_grid
 
 
 @torch.no_grad()
@@ -38,10 +38,10 @@ def generate(
     device = torch.device(device)
     dims = int(torch.tensor(shape).prod())
     batch_size = batch_size or max(64, min(n, (1 << 22) // max(dims, 1), 4096))
-    ts = time_grid(spec.steps).to(device)
+    ts = make_grid(denoiser.schedule, spec.steps, options.pop("grid", spec.grid)).to(device)
     noise_gen = torch.Generator().manual_seed(seed)
     fn = spec.entry.fn
-    options = {**spec.options, **options}
+    options = {**spec.sampler_kwargs(), **options}
     out = []
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)

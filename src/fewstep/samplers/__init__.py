@@ -11,10 +11,11 @@ from .consistency import consistency
 from .ddim import ddim, ddim_step, inv_ddim
 from .ect import ect
 from .heun import heun
+from .solvers import dpmpp2m, unipc
 from .spec import SAMPLERS, SamplerSpec, TextOption, format_sampler, parse_sampler, register_sampler
 
 __all__ = [
     "SAMPLERS", "SamplerSpec", "TextOption", "parse_sampler", "format_sampler", "register_sampler",
     "ddim", "ddim_step", "inv_ddim", "addim", "addim_step", "VarianceTable", "data_free_variance", "resolve_variance",
-    "heun", "ancestral", "consistency", "ect",
+    "heun", "dpmpp2m", "unipc", "ancestral", "consistency", "ect",
 ]

@@ -11,7 +11,7 @@ from torch import Tensor
 from ..cond import Cond
 from ..param import DenoiserLike, batch_times, expand_like
 from ..schedules import Schedule
-from .spec import register_sampler
+from .spec import TextOption, register_sampler
 
 
 def coefficients(schedule: Schedule, t: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
@@ -41,7 +41,7 @@ def predict_x(denoiser: DenoiserLike, z_t: Tensor, t: Tensor, cond: Cond | None,
     return x_hat.clamp(-1.0, 1.0) if clip_x else x_hat
 
 
-@register_sampler("ddim")
+@register_sampler("ddim", text_options=(TextOption("grid", {"t": "t", "logsnr": "logsnr"}),))
 @torch.no_grad()
 def ddim(
     denoiser: DenoiserLike,

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..cond import Cond
 from ..param import DenoiserLike, batch_times
 from .ddim import coefficients, predict_x
-from .spec import register_sampler
+from .spec import TextOption, register_sampler
 
 
 def _eps(denoiser: DenoiserLike, z: Tensor, t: Tensor, cond: Cond | None, clip_x: bool) -> Tensor:
@@ -21,7 +21,8 @@ def _eps(denoiser: DenoiserLike, z: Tensor, t: Tensor, cond: Cond | None, clip_x
     return (z - alpha * x_hat) / sigma
 
 
-@register_sampler("heun", nfe=lambda steps: 2 * steps - 1)  # no correction on the last step
+# No correction on the last step; EDM's grid by default (docs/math.md §11: on the uniform grid Heun diverges at 2–8 steps).
+@register_sampler("heun", nfe=lambda steps: 2 * steps - 1, text_options=(TextOption("grid", {"edm": "edm", "t": "t"}),))
 @torch.no_grad()
 def heun(
     denoiser: DenoiserLike,

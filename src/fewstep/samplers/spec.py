@@ -60,6 +60,17 @@ class SamplerSpec:
     def entry(self) -> SamplerEntry:
         return SAMPLERS.get(self.name, arg="sampler")
 
+    @property
+    def grid(self) -> str:
+        """The time grid the sampler runs on (``fewstep.schedules.GRIDS``): the spec's, else the sampler's
+        default, else uniform in t (the only grid a consistency student's segments allow)."""
+        own = next((o for o in self.entry.text_options if o.name == "grid"), None)
+        return self.options.get("grid") or (own.default if own else "t")
+
+    def sampler_kwargs(self) -> dict[str, Any]:
+        """The options the sampler function takes (all but the grid, which decides its ``ts``)."""
+        return {k: v for k, v in self.options.items() if k != "grid"}
+
     def with_steps(self, steps: int | None) -> "SamplerSpec":
         return self if steps is None else replace(self, steps=steps)
 

@@ -8,9 +8,11 @@ from .base import (
     t_of_u, time_grid, u_of_t, u_range,
 )
 from .cosine import CosineSchedule
+from .grids import GRIDS, make_grid
 from .interpolated import InterpolatedSchedule
 
 __all__ = [
     "Schedule", "SCHEDULES", "CosineSchedule", "InterpolatedSchedule", "alpha_sigma_from_logsnr", "snr",
     "schedule_from_dict", "logsnr_range", "time_grid", "u_of_t", "u_range", "t_of_u", "LOGSNR_MIN", "LOGSNR_MAX",
+    "GRIDS", "make_grid",
 ]
