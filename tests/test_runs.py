@@ -28,6 +28,8 @@ TINY = dict(data="moons", iters=20, batch=64, eval_samples=64, ckpt_every=1000)
 @pytest.mark.parametrize("text, options", [
     ("ddim", {}), ("addim", {}), ("addim:data_free", {"variance": "data_free"}),
     ("addim:table:xhat", {"variance": "table", "final": "x_hat"}), ("heun", {}), ("ect", {}),
+    ("addim:table:xhat:eta=0.25", {"variance": "table", "final": "x_hat", "eta": 0.25}), ("dpmpp2m:t", {"grid": "t"}),
+    ("heun:t", {"grid": "t"}), ("unipc", {}),
 ])
 def test_sampler_spec_round_trips_its_string(text, options):
     spec = parse_sampler(text, steps=2)
@@ -41,7 +43,9 @@ def test_sampler_spec_prints_omitted_options_as_their_defaults():
 
 @pytest.mark.parametrize("text, message", [
     ("dpm", "unknown sampler 'dpm'; expected one of"), ("addim:exact", "variance is one of table, data_free"),
-    ("addim:table:xhat:more", "at most 2 ':' options"), ("ddim:table", "at most 0 ':' options"),
+    ("addim:table:xhat:more", "at most 2 ':' options"), ("consistency:table", "at most 0 ':' options"),
+    ("ddim:table", "grid is one of t, logsnr"), ("addim:eta=0.2:xhat", "name=value options come after"),
+    ("addim:eta=x", "eta must be a number"), ("addim:eta=-1", "finite number ≥ 0"), ("ddim:eta=1", "ddim has no option 'eta'"),
 ])
 def test_bad_sampler_specs_name_the_argument(text, message):
     with pytest.raises(UserError, match=message) as info:

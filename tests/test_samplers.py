@@ -315,3 +315,19 @@ def test_each_parameterisation_recovers_x_and_eps_from_a_perfect_backbone(predic
 
     pred = Denoiser(Oracle(), schedule, prediction=prediction)(alpha * x + sigma * eps, t)
     assert torch.allclose(pred.x_hat, x, atol=1e-5) and torch.allclose(pred.eps_hat, eps, atol=1e-4)
+
+
+def test_addim_eta_rescales_the_named_variance(gaussian_denoiser):
+    """η replaces the choice's own fraction: the table's measured η (0.75) or the data-free 0.1; η = 0 is DDIM."""
+    from fewstep.samplers import resolve_variance
+
+    g = gaussian_denoiser
+    z1 = torch.randn(32, 4, generator=gen(50), dtype=torch.float64)
+    ts = time_grid(4)
+    assert torch.allclose(addim(g, z1, ts, variance="data_free", eta=0.0), ddim(g, z1, ts), rtol=1e-6, atol=1e-6)
+    table = VarianceTable(torch.tensor([0.5, 1.0]), torch.tensor([0.3, 0.6]), eta=0.75)
+    t = torch.tensor([0.75])
+    assert torch.allclose(resolve_variance("table", g.schedule, table, 0.25)(t, None, None), torch.tensor([0.45 / 3]))
+    assert torch.allclose(resolve_variance("data_free", g.schedule, None, 0.2)(t, None, None),
+                          2 * data_free_variance(g.schedule)(t, None, None))
+    assert VarianceTable.from_dict(table.with_eta(0.5).to_dict()).eta == 0.5

@@ -63,11 +63,16 @@ def machine() -> dict:
     }
 
 
+# Specs whose default changed on purpose after the golden run, and how the golden behaviour is spelled
+# now: Heun moved to EDM's grid (docs/math.md §11); the golden samples are on the uniform one.
+CURRENT_SPELLING = {"heun": "heun:t"}
+
+
 def _sample_kw(spec: str | None, steps: int | None) -> dict:
     if spec is None:
         return {}
     name, variance, final = (spec.split(":") + ["", ""])[:3]
-    kw: dict = {"sampler": name, "steps": steps}
+    kw: dict = {"sampler": CURRENT_SPELLING.get(spec, name), "steps": steps}
     if variance:
         kw["variance"] = variance
     if final:

@@ -72,7 +72,8 @@ class Run:
         (math.md §4 c) or the data-free (b)."""
         options = dict(spec.options)
         if spec.name == "addim":
-            options["variance"] = resolve_variance(options.get("variance", "table"), self.denoiser.schedule, self.card.variance_table)
+            options["variance"] = resolve_variance(options.get("variance", "table"), self.denoiser.schedule,
+                                                   self.card.variance_table, options.pop("eta", None))
         return options
 
     def sample_tensor(

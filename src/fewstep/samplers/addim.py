@@ -50,21 +50,32 @@ def data_free_variance(schedule: Schedule, fraction: float = 0.1) -> VarianceFn:
     return v
 
 
-def resolve_variance(choice: str | VarianceFn | None, schedule: Schedule, table: "VarianceTable | None") -> VarianceFn:
-    """aDDIM's v_t from a spec's named choice: ``table`` (c) where there is one, else ``data_free`` (b)."""
+def resolve_variance(choice: str | VarianceFn | None, schedule: Schedule, table: "VarianceTable | None",
+                     eta: float | None = None) -> VarianceFn:
+    """aDDIM's v_t from a spec's named choice: ``table`` (c) where there is one, else ``data_free`` (b);
+    ``eta`` replaces the choice's own η (the table's measured 0.75, the data-free fraction 0.1)."""
     if choice is None or callable(choice):
-        return choice or data_free_variance(schedule)
+        if eta is not None and choice is not None:
+            raise ValueError("eta applies to a named variance choice, not to a v_t function")
+        return choice or data_free_variance(schedule, *(() if eta is None else (eta,)))
     if choice not in ("table", "data_free"):
         raise ValueError(f"variance must be 'table' or 'data_free', got {choice!r}")
-    return table if choice == "table" and table is not None else data_free_variance(schedule)
+    if choice == "table" and table is not None:
+        return table if eta is None else table.with_eta(eta)
+    return data_free_variance(schedule, *(() if eta is None else (eta,)))
 
 
 @dataclass
 class VarianceTable:
     """docs/math.md §4 (c): v_t = η·E‖x − x̂(z_t)‖²/d tabulated on a grid of t, linearly interpolated."""
 
-    ts: Tensor      # [K] increasing times in (0, 1]
-    values: Tensor  # [K] per-dimension variance at each time
+    ts: Tensor        # [K] increasing times in (0, 1]
+    values: Tensor    # [K] per-dimension variance at each time, η·E‖x − x̂‖²/d
+    eta: float = 0.75  # the η the values were measured with
+
+    def with_eta(self, eta: float) -> "VarianceTable":
+        """The same table at another η."""
+        return VarianceTable(self.ts, self.values * (eta / self.eta), eta)
 
     def __call__(self, t: Tensor, x_hat: Tensor, z_t: Tensor) -> Tensor:
         ts, vals = self.ts.to(t.device), self.values.to(t.device)
@@ -74,11 +85,11 @@ class VarianceTable:
         return vals[idx - 1] * (1 - w) + vals[idx] * w
 
     def to_dict(self) -> dict[str, list[float]]:
-        return {"ts": self.ts.tolist(), "values": self.values.tolist()}
+        return {"ts": self.ts.tolist(), "values": self.values.tolist(), "eta": self.eta}
 
     @classmethod
     def from_dict(cls, d: dict[str, list[float]]) -> "VarianceTable":
-        return cls(torch.tensor(d["ts"]), torch.tensor(d["values"]))
+        return cls(torch.tensor(d["ts"]), torch.tensor(d["values"]), float(d.get("eta", 0.75)))
 
     @classmethod
     @torch.no_grad()
@@ -108,13 +119,13 @@ class VarianceTable:
                 err += (xb - x_hat).pow(2).sum().item()
                 count += xb.numel()
             values.append(eta * err / count)
-        return cls(ts, torch.tensor(values))
+        return cls(ts, torch.tensor(values), eta)
 
 
 @register_sampler("addim", text_options=(
     TextOption("variance", {"table": "table", "data_free": "data_free"}),
     TextOption("final", {"addim": "addim", "xhat": "x_hat"}),
-))
+), number_options=("eta",))
 @torch.no_grad()
 def addim(
     denoiser: DenoiserLike,
@@ -126,13 +137,14 @@ def addim(
     clip_x: bool = False,
     variance: VarianceFn | str | None = None,
     final: str = "addim",
+    eta: float | None = None,
 ) -> Tensor:
     """aDDIM over ``ts``. The last step goes to s = 0 like every other (Alg. 3) unless ``final='x_hat'``.
     ``variance``: a v_t function (e.g. a :class:`VarianceTable`), or ``"data_free"`` (b, the default);
-    ``"table"`` without a table object also falls back to (b)."""
+    ``"table"`` without a table object also falls back to (b); ``eta`` rescales a named choice."""
     if final not in ("addim", "x_hat"):
         raise ValueError(f"final must be 'addim' or 'x_hat', got {final!r}")
-    variance = resolve_variance(variance, denoiser.schedule, None)
+    variance = resolve_variance(variance, denoiser.schedule, None, eta)
     for t, s in zip(ts[:-1], ts[1:]):
         tb = batch_times(t, z)
         x_hat = predict_x(denoiser, z, tb, cond, clip_x)

@@ -7,6 +7,7 @@ Every sampler has the signature ``sampler(denoiser, z, ts, *, cond=None, generat
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
@@ -33,15 +34,16 @@ class SamplerEntry:
     max_steps: int | None = None                     # defined only up to this many steps (ECT: 2)
     nfe: Callable[[int], int] = lambda steps: steps  # network calls over ``steps`` intervals
     text_options: tuple[TextOption, ...] = ()
+    number_options: tuple[str, ...] = ()             # given as ``name=value`` (aDDIM's ``eta=0.25``)
 
 
 SAMPLERS: Registry[SamplerEntry] = Registry("sampler")
 
 
 def register_sampler(name: str, *, max_steps: int | None = None, nfe: Callable[[int], int] | None = None,
-                     text_options: tuple[TextOption, ...] = ()) -> Callable[[Callable], Callable]:
+                     text_options: tuple[TextOption, ...] = (), number_options: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
     def add(fn: Callable) -> Callable:
-        SAMPLERS.register(name)(SamplerEntry(fn, max_steps, nfe or (lambda steps: steps), text_options))
+        SAMPLERS.register(name)(SamplerEntry(fn, max_steps, nfe or (lambda steps: steps), text_options, number_options))
         return fn
 
     return add
@@ -108,21 +110,40 @@ def text_option(sampler: str, name: str, word: str, arg: str | None = None) -> A
 
 def parse_sampler(text: str, steps: int | None = None) -> SamplerSpec:
     """``addim:data_free`` → SamplerSpec("addim", options={"variance": "data_free"}); ``addim:table:xhat``
-    also ends with x̂ instead of aDDIM's last step (math.md §4). Omitted options keep their defaults."""
+    also ends with x̂ instead of aDDIM's last step (math.md §4); ``addim:table:eta=0.25`` sets a number
+    option. Omitted options keep their defaults."""
     name, *given = text.split(":")
     entry = SAMPLERS.get(name, arg="sampler")
-    if len(given) > len(entry.text_options):
+    split = next((i for i, w in enumerate(given) if "=" in w), len(given))
+    words, numbers = given[:split], given[split:]
+    if any("=" not in w for w in numbers):
+        raise UserError(f"{text!r}: name=value options come after the named ones", arg="sampler")
+    if len(words) > len(entry.text_options):
         raise UserError(f"{text!r}: {name} takes at most {len(entry.text_options)} ':' options", arg="sampler")
-    options = {option.name: text_option(name, option.name, word, arg="sampler") for option, word in zip(entry.text_options, given)}
+    options: dict[str, Any] = {option.name: text_option(name, option.name, word, arg="sampler")
+                               for option, word in zip(entry.text_options, words)}
+    for word in numbers:
+        key, _, value = word.partition("=")
+        if key not in entry.number_options:
+            raise UserError(f"{text!r}: {name} has no option {key!r}" + (f" (it has {', '.join(entry.number_options)})" if entry.number_options else ""), arg="sampler")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"{text!r}: {key} must be a number, got {value!r}", arg="sampler") from None
+        if not math.isfinite(number) or number < 0:
+            raise UserError(f"{text!r}: {key} must be a finite number ≥ 0, got {value!r}", arg="sampler")
+        options[key] = number
     return SamplerSpec(name, steps, options).check()
 
 
 def format_sampler(spec: SamplerSpec) -> str:
-    """The string :func:`parse_sampler` reads back: positional options up to the last one given."""
+    """The string :func:`parse_sampler` reads back: positional options up to the last one given, then
+    number options as ``name=value``."""
     words = []
     for option in spec.entry.text_options:
         spelled = {v: k for k, v in option.choices.items()}
         words.append(spelled.get(spec.options.get(option.name), option.default) if option.name in spec.options else None)
     while words and words[-1] is None:
         words.pop()
-    return ":".join([spec.name] + [w if w is not None else o.default for w, o in zip(words, spec.entry.text_options)])
+    numbers = [f"{key}={spec.options[key]:g}" for key in spec.entry.number_options if spec.options.get(key) is not None]
+    return ":".join([spec.name] + [w if w is not None else o.default for w, o in zip(words, spec.entry.text_options)] + numbers)
