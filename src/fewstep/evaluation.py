@@ -1,6 +1,7 @@
 """Quality against steps: every figure with its noise floor and its spread over sampling seeds."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Sequence
 
@@ -15,6 +16,11 @@ ExtraMetric = Callable[..., dict[str, float]]  # (dataset, samples, *, seed_floo
 
 
 METRIC_LABELS = {"swd": "SWD", "fd_classifier": "FD-classifier"}
+
+# What a user gets from a teacher without training anything (docs/math.md §11), each on its default grid.
+TRAINING_FREE = ("ddim", "addim", "dpmpp2m", "unipc", "heun")
+MANY_NFE = 256  # the teacher's "many-step" result: the best training-free sampler at this many calls
+SAME_AS_DDIM_UP_TO = {"dpmpp2m": 2, "unipc": 2}  # steps at which a solver is DDIM exactly (math.md §11): not re-run
 
 
 def primary_metric(dataset: Dataset) -> str:
@@ -79,6 +85,62 @@ def evaluate_run(
     return rows
 
 
+def training_free_plan(nfes: Sequence[int], samplers: Sequence[str] = TRAINING_FREE) -> list[tuple[str, int]]:
+    """(spec, steps) per sampler and NFE budget: the most steps whose network calls fit the budget
+    (Heun's 2N − 1 calls reach only odd budgets exactly)."""
+    from .samplers import parse_sampler
+
+    def entry_name(spec: str) -> str:
+        return spec.split(":")[0]
+
+    plan = []
+    for spec in samplers:
+        entry = parse_sampler(spec).entry
+        for nfe in nfes:
+            steps = max((s for s in range(1, nfe + 1) if entry.nfe(s) <= nfe), default=None)
+            if steps is not None and (spec, steps) not in plan and steps > SAME_AS_DDIM_UP_TO.get(entry_name(spec), 0):
+                plan.append((spec, steps))
+    return plan
+
+
+def evaluate_training_free(teacher: Run, dataset: Dataset, nfes: Sequence[int], *, n: int = 2000,
+                           seeds: Sequence[int] = SEEDS, samplers: Sequence[str] = TRAINING_FREE) -> list[dict[str, Any]]:
+    """The teacher's training-free rows at each NFE budget and at :data:`MANY_NFE`, marked ``training_free``."""
+    rows = []
+    for spec, steps in training_free_plan(sorted({*nfes, MANY_NFE}), samplers):
+        rows += [{**r, "training_free": True} for r in evaluate_run(teacher, dataset, [spec], [steps], n=n, seeds=seeds)]
+    return rows
+
+
+def best_training_free(rows: Sequence[dict[str, Any]], nfe: int) -> dict[str, Any] | None:
+    """The best (lowest mean) training-free row within ``nfe`` network calls."""
+    within = [r for r in rows if r.get("training_free") and r["nfe"] <= nfe and math.isfinite(r["mean"])]
+    return min(within, key=lambda r: r["mean"], default=None)
+
+
+def against_training_free(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (a student's) with, per row, the best training-free sampler at the same NFE and the
+    teacher's best many-step result; ``excess_ratio`` = (row − teacher best)/(best sampler − teacher best),
+    the figure of merit of docs/math.md §11 (≤ ⅓ is the target at 1–4 NFE; < 0: better than the teacher)."""
+    reference = best_training_free(baselines, MANY_NFE)
+    out = []
+    for row in rows:
+        best = best_training_free(baselines, row["nfe"])
+        extra: dict[str, Any] = {}
+        if best is not None:
+            extra["best_free"] = _summary(best)
+        if reference is not None:
+            extra["teacher_best"] = _summary(reference)
+        if best is not None and reference is not None and best["mean"] > reference["mean"]:
+            extra["excess_ratio"] = (row["mean"] - reference["mean"]) / (best["mean"] - reference["mean"])
+        out.append({**row, **extra})
+    return out
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("sampler", "steps", "nfe", "mean", "std", "values")}
+
+
 def _spread(per_seed: list[dict[str, float]]) -> dict[str, Any]:
     """[{"fid": a, "fid_floor": b}, …] over seeds → {"fid": mean, "fid_std", "fid_values", "fid_floor": mean}.
     A diverged seed ({}) scores inf, as in the headline metric."""
@@ -126,18 +188,31 @@ def protocol(run: Run, dataset: Dataset, rows: list[dict[str, Any]], *, fid: dic
 
 
 def format_table(rows: list[dict[str, Any]], title: str = "") -> str:
-    """A markdown table: sampler, steps, NFE, metric mean ± std (floor)."""
+    """A markdown table: sampler, steps, NFE, metric mean ± std (floor); rows compared with the
+    training-free samplers (:func:`against_training_free`) also show the best of them at the same NFE."""
     if not rows:
         return ""
     label = METRIC_LABELS[rows[0]["metric"]]
     fid = any("fid" in r for r in rows)
+    free = any("best_free" in r for r in rows)
     lines = [f"**{title}**" if title else ""]
     lines += [f"| sampler | steps | NFE | {label} (mean ± std over {len(rows[0]['seeds'])} seeds) | noise floor |"
-              + (" FID (mean ± std) | FID floor |" if fid else ""), "|---|---:|---:|---:|---:|" + ("---:|---:|" if fid else "")]
+              + (" FID (mean ± std) | FID floor |" if fid else "")
+              + (" best training-free at ≤ NFE | excess ratio |" if free else ""),
+              "|---|---:|---:|---:|---:|" + ("---:|---:|" if fid else "") + ("---|---:|" if free else "")]
     for r in rows:
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['mean']:.4f} ± {r['std']:.4f} | {r['floor']:.4f} |"
-                     + (_fid_cells(r) if fid else ""))
+                     + (_fid_cells(r) if fid else "") + (_free_cells(r) if free else ""))
     return "\n".join(line for line in lines if line is not None)
+
+
+def _free_cells(row: dict[str, Any]) -> str:
+    best = row.get("best_free")
+    if best is None:
+        return " – | – |"
+    ratio = row.get("excess_ratio")
+    return (f" {best['sampler']} ({best['steps']} steps): {best['mean']:.4f} ± {best['std']:.4f} |"
+            + (f" {ratio:.2f} |" if ratio is not None else " – |"))
 
 
 def _fid_cells(row: dict[str, Any]) -> str:
