@@ -341,3 +341,14 @@ def test_a_teacher_from_a_run_folder_is_frozen(moons_run):
     teacher = run_folder(str(moons_run), SourceContext(config, load_dataset("moons"), torch.device("cpu")))
     assert not any(p.requires_grad for p in teacher.denoiser.parameters()) and not teacher.denoiser.training
     assert teacher.weights is not None and teacher.card["teacher_step"] == 30
+
+
+def test_addim_eta_from_a_spec_string_reaches_the_table(moons_run):
+    """``addim:table:eta=0`` is DDIM on a run with a table; η = 0.75 (the table's own) is plain ``addim``."""
+    run = load(moons_run, device="cpu")
+    assert run.card.variance_table is not None
+    ddim = run.sample_tensor(64, sampler="ddim", steps=3, seed=1)
+    assert torch.allclose(run.sample_tensor(64, sampler="addim:table:eta=0", steps=3, seed=1), ddim, atol=1e-5)
+    assert torch.equal(run.sample_tensor(64, sampler="addim:table:eta=0.75", steps=3, seed=1),
+                       run.sample_tensor(64, sampler="addim", steps=3, seed=1))
+    assert not torch.allclose(run.sample_tensor(64, sampler="addim:table:eta=2", steps=3, seed=1), ddim, atol=1e-3)

@@ -83,8 +83,9 @@ class Run:
     ) -> Tensor:
         """``n`` samples in model units (standardised points, images in [−1, 1])."""
         spec = self.spec(sampler, steps, variance=variance, final=final)
-        return generate(self.denoiser, n, self.shape, spec, seed=seed, device=self.device, batch_size=batch_size,
-                        cond=cond, clip_x=clip_x, **self.sampler_options(spec))
+        resolved = SamplerSpec(spec.name, spec.steps, self.sampler_options(spec))
+        return generate(self.denoiser, n, self.shape, resolved, seed=seed, device=self.device, batch_size=batch_size,
+                        cond=cond, clip_x=clip_x)
 
     def sample(self, n: int, **kwargs: Any) -> np.ndarray:
         """``n`` samples in the data's own units: points un-standardised, images uint8 [N, H, W, C]."""
