@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ from conftest import run_fewstep, snapshot
 from fewstep.cli.main import build_parser
 from fewstep.runs.config import PRESETS, preset_for
 from fewstep.data import load_dataset
+from fewstep.evaluation import MANY_NFE, TRAINING_FREE, against_training_free, training_free_plan
 from fewstep.train.log import read_log
+from test_errors import assert_one_line_error
 
 
 def open_png(path: Path) -> np.ndarray:
@@ -164,6 +167,80 @@ def test_evaluate_writes_rows_with_spread_and_floor(moons_run: Path, tmp_path: P
     assert report["protocol"]["samples_per_seed"] == 100 and report["protocol"]["seeds"] == [0, 1]
 
 
+# --- evaluate a student: next to its teacher's training-free samplers ------------------------------
+
+@pytest.fixture(scope="module")
+def student_run(moons_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-step student distilled in ROOT from ROOT/teacher (a copy of the shared run), both paths given
+    relative to ROOT: its checkpoint names its teacher as "teacher"."""
+    root = tmp_path_factory.mktemp("student")
+    shutil.copytree(moons_run, root / "teacher")
+    proc = run_fewstep("distill", "--teacher", "teacher", "--out", "student", "--student-steps", "2", "--iters", "3",
+                       "--batch", "32", "--eval-samples", "20", "--no-progress", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    assert fewstep.load(root / "student").card.teacher == "teacher"
+    return root / "student"
+
+
+def test_evaluate_student_shows_the_best_training_free_sampler(cli, student_run: Path, tmp_path: Path) -> None:
+    """Evaluated from elsewhere, the student finds its teacher above its own folder; its row shows the best
+    training-free sampler within its 2 calls, the JSON holds the teacher's rows at 2 and 256 calls."""
+    code, out, err = cli("evaluate", "--run", student_run, "-n", "40", "--seeds", "2", "--json", tmp_path / "e.json")
+    assert code == 0, err
+    assert "best training-free at ≤ NFE" in out and "training-free samplers" in out
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert set(data) == {"protocol", "rows", "baselines"}
+    baselines = data["baselines"]
+    assert baselines and all(r["training_free"] for r in baselines)
+    assert [(r["sampler"], r["steps"]) for r in baselines] == training_free_plan([2, MANY_NFE])
+    assert {r["sampler"] for r in baselines} == set(TRAINING_FREE)
+    assert all(r["n_samples"] == 40 and r["seeds"] == [0, 1] for r in baselines)
+    assert any(r["nfe"] == 2 for r in baselines) and max(r["nfe"] for r in baselines) <= MANY_NFE
+    assert data["protocol"]["baselines_teacher"] == str(student_run.parent / "teacher")
+    (row,) = data["rows"]
+    assert row["sampler"] == "consistency" and row["nfe"] == 2 and "training_free" not in row
+    within = [r for r in baselines if r["nfe"] <= row["nfe"]]
+    best = min(within, key=lambda r: r["mean"])
+    assert (row["best_free"]["sampler"], row["best_free"]["steps"], row["best_free"]["mean"]) == (best["sampler"], best["steps"], best["mean"])
+    bare = {k: v for k, v in row.items() if k not in ("best_free", "teacher_best", "excess_ratio")}
+    (expected,) = against_training_free([bare], baselines)  # the teacher's best and the ratio as evaluation defines them
+    assert row["teacher_best"] == expected["teacher_best"] and row["teacher_best"] in [
+        {k: r[k] for k in row["teacher_best"]} for r in baselines]
+    assert row.get("excess_ratio") == expected.get("excess_ratio")
+    assert f"| {best['sampler']} ({best['steps']} steps): {best['mean']:.4f}" in out
+
+
+def test_evaluate_student_no_baselines(cli, student_run: Path, tmp_path: Path) -> None:
+    code, out, err = cli("evaluate", "--run", student_run, "-n", "40", "--seeds", "1", "--no-baselines", "--json", tmp_path / "e.json")
+    assert code == 0, err
+    assert "best training-free" not in out and "training-free samplers" not in out and not err
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["baselines"] == [] and "best_free" not in data["rows"][0] and "baselines_teacher" not in data["protocol"]
+
+
+def test_evaluate_student_whose_teacher_is_gone(cli, student_run: Path, tmp_path: Path) -> None:
+    """Moved away from its teacher: a note and the student's rows alone; --teacher brings the baselines back."""
+    moved = tmp_path / "moved"
+    shutil.copytree(student_run, moved)
+    code, out, err = cli("evaluate", "--run", moved, "-n", "40", "--seeds", "1")
+    assert code == 0, err
+    assert "no training-free baselines" in err and "--teacher" in err and len(err.splitlines()) == 1
+    assert "| consistency | 2 | 2 |" in out and "best training-free" not in out
+    code, out, err = cli("evaluate", "--run", moved, "-n", "40", "--seeds", "1", "--teacher", student_run.parent / "teacher")
+    assert code == 0, err
+    assert "best training-free at ≤ NFE" in out and not err
+
+
+@pytest.mark.parametrize("case", ["missing", "a student", "on a teacher"])
+def test_evaluate_teacher_flag_errors_are_one_line(cli, moons_run: Path, student_run: Path, tmp_path: Path, case: str) -> None:
+    run, teacher = {"missing": (student_run, tmp_path / "no_teacher"), "a student": (student_run, student_run),
+                    "on a teacher": (moons_run, moons_run)}[case]
+    code, out, err = cli("evaluate", "--run", run, "-n", "40", "--seeds", "1", "--teacher", teacher, "--json", tmp_path / "e.json")
+    assert_one_line_error(code, err, "--teacher")
+    assert {"missing": "no_teacher", "a student": "a cd student", "on a teacher": "is a diffusion teacher"}[case] in err
+    assert not out and not (tmp_path / "e.json").exists()  # refused before any sampling
+
+
 # --- distill ----------------------------------------------------------------------------------
 
 def test_distill_smoke(cli, moons_run: Path, tmp_path: Path) -> None:
@@ -263,9 +340,18 @@ def test_demo_quick_runs_then_reuses_its_runs(tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())  # report.html from the same rows, not re-evaluated
     assert [r["rows"] for r in report["runs"]] == [results["datasets"][d]["rows"] for d in ("moons", "digits")]
     assert "<table" in (out / "report.html").read_text()
-    # Each data set has its teacher and, in --quick, one distilled 4-step student in the table.
-    for data, info in results["datasets"].items():
+    # Each data set has its teacher and, in --quick, one distilled 4-step student in the table, next to the best
+    # training-free sampler within 4 calls; the teacher's 256-call rows are its reference, evaluated once.
+    for info in results["datasets"].values():
         assert any(r["sampler"].startswith("MCM-CD (S=4") and r["nfe"] == 4 for r in info["rows"]), info["rows"]
+        teacher = [r for r in info["rows"] if not r["sampler"].startswith("MCM-CD")]
+        assert all(r["training_free"] for r in teacher) and ("unipc", 4) in [(r["sampler"], r["steps"]) for r in teacher]
+        assert len({(r["sampler"], r["steps"]) for r in teacher}) == len(teacher)  # nothing evaluated twice
+        for r in info["rows"]:
+            if r["sampler"].startswith("MCM-CD"):
+                assert r["best_free"]["nfe"] <= 4 and r["teacher_best"]["nfe"] <= MANY_NFE
+                assert r["best_free"]["mean"] == min(t["mean"] for t in teacher if t["nfe"] <= 4)
+        assert MANY_NFE in {r["nfe"] for r in teacher}
     weights = {p: p.stat().st_mtime_ns for p in out.glob("*/weights-*.safetensors")}
     assert len(weights) == 4  # 2 teachers + 2 students
 

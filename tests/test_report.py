@@ -23,6 +23,7 @@ from torch import Tensor, nn
 import fewstep
 from conftest import run_fewstep, snapshot
 from fewstep.data import load_dataset
+from fewstep.evaluation import MANY_NFE, TRAINING_FREE, against_training_free, training_free_plan
 from fewstep.metrics import floor_sample, frechet_from_features, get_classifier
 from fewstep.report import RunReport, render_html
 from test_cli import help_entries, subparser
@@ -82,6 +83,12 @@ def report_dir(moons_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     assert proc.returncode == 0, proc.stderr
     assert "report written to" in proc.stdout and "| addim |" in proc.stdout
     return root / "out"
+
+
+# The shared teacher's rows in the report at --steps 1,2: every training-free sampler at 1 and 2 steps but
+# dpmpp2m and unipc (DDIM there), and the 256-call baselines its 2-step student is compared with, by sampler.
+TEACHER_ROWS = [("ddim", 1), ("ddim", 2), ("ddim", 256), ("addim", 1), ("addim", 2), ("addim", 256), ("dpmpp2m", 256),
+                ("unipc", 256), ("heun", 1), ("heun", 2), ("heun", 128)]
 
 
 # --- evaluate: the protocol -----------------------------------------------------------------------
@@ -224,19 +231,28 @@ def test_report_table_has_one_row_per_run_sampler_steps(report_dir: Path, moons_
     cells = [[td.text for td in tr.findall("td")] for tr in table.findall("tbody/tr")]
     key = [(c[header.index("run")], c[header.index("sampler")], c[header.index("steps")]) for c in cells]
     teacher, student = str(moons_run), str(report_dir.parent / "student")
-    assert key == [(teacher, "ddim", "1"), (teacher, "ddim", "2"), (teacher, "addim", "1"), (teacher, "addim", "2"),
-                   (student, "consistency", "2")]
+    assert key == [(teacher, spec, str(s)) for spec, s in TEACHER_ROWS] + [(student, "consistency", "2")]
     assert all("±" in c[header.index("mean ± std over seeds")] for c in cells)
+    # the student next to the best training-free sampler within its 2 calls; the teacher's rows have none
+    best, ratio = header.index("best training-free at ≤ NFE"), header.index("excess ratio")
+    assert all(c[best] == "–" and c[ratio] == "–" for c in cells[:-1])
+    assert re.fullmatch(r"(ddim|addim|heun) \(\d steps, NFE [12]\): \S+ ± \S+", cells[-1][best]), cells[-1][best]
     grids = root.findall(".//img[@class='grid']")
-    assert len(grids) == 5 and all(decode_png(g.get("src")).size[0] > 50 for g in grids)
+    assert len(grids) == len(TEACHER_ROWS) + 1 and all(decode_png(g.get("src")).size[0] > 50 for g in grids)
 
 
 def test_report_json_holds_the_same_rows_and_protocol(report_dir: Path) -> None:
     data = json.loads((report_dir / "report.json").read_text())
     assert data["fewstep_version"] == fewstep.__version__
     teacher, student = data["runs"]
-    assert [(r["sampler"], r["steps"]) for r in teacher["rows"]] == [("ddim", 1), ("ddim", 2), ("addim", 1), ("addim", 2)]
+    assert [(r["sampler"], r["steps"]) for r in teacher["rows"]] == TEACHER_ROWS
     assert [(r["sampler"], r["steps"]) for r in student["rows"]] == [("consistency", 2)]
+    assert all(r["training_free"] for r in teacher["rows"])
+    (row,) = student["rows"]
+    best = min((r for r in teacher["rows"] if r["nfe"] <= 2), key=lambda r: r["mean"])
+    assert (row["best_free"]["sampler"], row["best_free"]["steps"]) == (best["sampler"], best["steps"])
+    bare = {k: v for k, v in row.items() if k not in ("best_free", "teacher_best", "excess_ratio")}
+    assert row["teacher_best"] == against_training_free([bare], teacher["rows"])[0]["teacher_best"]
     assert teacher["protocol"]["samples_per_seed"] == 60 and teacher["protocol"]["seeds"] == [0, 1]
     assert student["protocol"]["objective"] != "diffusion"
     assert all(r["samples_per_s"] > 0 for r in teacher["rows"] + student["rows"])
@@ -262,6 +278,35 @@ def test_report_escapes_text() -> None:
     assert "<script>" not in text and "&lt;script&gt;" in text and "a&amp;b" in text and "&lt;b&gt;x" in text
     parse(text)
     ET.fromstring(text)
+
+
+def test_report_student_without_its_teacher_gets_a_training_free_entry(cli, report_dir: Path, moons_run: Path,
+                                                                       tmp_path: Path) -> None:
+    """A student reported without its teacher: the teacher's training-free rows become their own entry."""
+    code, _, err = cli("report", report_dir.parent / "student", "--out", tmp_path / "out", "-n", "30", "--seeds", "1")
+    assert code == 0, err
+    data = json.loads((tmp_path / "out" / "report.json").read_text())
+    student, baselines = data["runs"]
+    assert baselines["title"] == f"{moons_run} (training-free)" and baselines["protocol"]["run"] == str(moons_run)
+    assert [(r["sampler"], r["steps"]) for r in baselines["rows"]] == sorted(
+        training_free_plan([2, MANY_NFE]), key=lambda p: (TRAINING_FREE.index(p[0]), p[1]))
+    assert "best_free" in student["rows"][0] and "best training-free" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_results_table_shows_best_free_and_excess_ratio() -> None:
+    base = {"steps": 1, "metric": "swd", "std": 0.0, "floor": 0.01, "samples_per_s": 1.0}
+    best = {"sampler": "addim", "steps": 4, "nfe": 4, "mean": 0.7, "std": 0.05, "values": [0.7]}
+    rows = [{**base, "sampler": "consistency", "nfe": 4, "mean": 0.3, "best_free": best, "teacher_best": {**best, "mean": 0.1},
+             "excess_ratio": 1 / 3},
+            {**base, "sampler": "consistency", "nfe": 1, "mean": 0.9}]
+    root = ET.fromstring(render_html([RunReport("student", {"data": "moons"}, rows)], b"png"))
+    table = root.find(".//table[@id='results']")
+    header = [th.text for th in table.findall("thead/tr/th")]
+    assert header[-2:] == ["best training-free at ≤ NFE", "excess ratio"]
+    cells = [[td.text for td in tr.findall("td")] for tr in table.findall("tbody/tr")]
+    assert cells[0][-2:] == ["addim (4 steps, NFE 4): 0.7 ± 0.05", "0.3333"] and cells[1][-2:] == ["–", "–"]
+    no_free = ET.fromstring(render_html([RunReport("t", {"data": "moons"}, rows[1:])], b"png"))
+    assert "excess ratio" not in [th.text for th in no_free.findall(".//table[@id='results']/thead/tr/th")]
 
 
 def test_report_help_shows_every_default(cli, monkeypatch: pytest.MonkeyPatch) -> None:

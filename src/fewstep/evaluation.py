@@ -112,6 +112,26 @@ def evaluate_training_free(teacher: Run, dataset: Dataset, nfes: Sequence[int], 
     return rows
 
 
+def mark_training_free(rows: Sequence[dict[str, Any]], samplers: Sequence[str] = TRAINING_FREE) -> list[dict[str, Any]]:
+    """``rows`` (a teacher's, from :func:`evaluate_run`) with those of a training-free sampler on its default
+    grid marked ``training_free``, so that they serve as baselines without being evaluated again."""
+    return [{**r, "training_free": True} if r["sampler"] in samplers else dict(r) for r in rows]
+
+
+def missing_training_free(teacher: Run, dataset: Dataset, nfes: Sequence[int], have: Sequence[dict[str, Any]], *,
+                          n: int = 2000, seeds: Sequence[int] = SEEDS,
+                          samplers: Sequence[str] = TRAINING_FREE) -> list[dict[str, Any]]:
+    """What :func:`evaluate_training_free` would add to ``have``: the planned rows that ``have`` (rows marked
+    ``training_free`` with the same ``n`` and ``seeds``) lacks, evaluated and marked."""
+    done = {(r["sampler"], r["steps"]) for r in have
+            if r.get("training_free") and r["n_samples"] == n and list(r["seeds"]) == list(seeds)}
+    rows = []
+    for spec, steps in training_free_plan(sorted({*nfes, MANY_NFE}), samplers):
+        if (spec, steps) not in done:
+            rows += [{**r, "training_free": True} for r in evaluate_run(teacher, dataset, [spec], [steps], n=n, seeds=seeds)]
+    return rows
+
+
 def best_training_free(rows: Sequence[dict[str, Any]], nfe: int) -> dict[str, Any] | None:
     """The best (lowest mean) training-free row within ``nfe`` network calls."""
     within = [r for r in rows if r.get("training_free") and r["nfe"] <= nfe and math.isfinite(r["mean"])]

@@ -196,8 +196,10 @@ def _table(headers: list[str], rows: list[list[str]], table_id: str, text_column
 
 def _results_table(reports: list[RunReport]) -> str:
     fid = any("fid" in row for r in reports for row in r.rows)
+    free = any("best_free" in row for r in reports for row in r.rows)  # a student next to its teacher's training-free samplers
     headers = ["run", "data", "sampler", "steps", "NFE", "metric", "mean ± std over seeds", "noise floor"]
     headers += ["FID mean ± std", "FID floor"] if fid else []
+    headers += ["best training-free at ≤ NFE", "excess ratio"] if free else []
     cells = []
     for r in reports:
         for row in r.rows:
@@ -205,8 +207,20 @@ def _results_table(reports: list[RunReport]) -> str:
                     METRIC_LABELS.get(row["metric"], row["metric"]), f"{_num(row['mean'])} ± {_num(row['std'])}", _num(row["floor"])]
             if fid:
                 line += [f"{_num(row['fid'])} ± {_num(row['fid_std'])}", _num(row["fid_floor"])] if "fid" in row else ["–", "–"]
+            if free:
+                line += _free_cells(row)
             cells.append(line)
     return _table(headers, cells, "results", text_columns=3)
+
+
+def _free_cells(row: dict[str, Any]) -> list[str]:
+    """The best training-free sampler within the row's NFE and the excess ratio (docs/math.md §11), or dashes."""
+    best = row.get("best_free")
+    if best is None:
+        return ["–", "–"]
+    ratio = row.get("excess_ratio")
+    return [f"{best['sampler']} ({best['steps']} steps, NFE {best['nfe']}): {_num(best['mean'])} ± {_num(best['std'])}",
+            _num(ratio) if ratio is not None else "–"]
 
 
 def _speed_table(reports: list[RunReport]) -> str:

@@ -1,7 +1,9 @@
-"""``fewstep demo``: train diffusion teachers on ``moons`` and ``digits``, compare DDIM and aDDIM from
-1 to 256 steps, and distil 4- and 8-step multistep consistency students (MCM-CD). Prints the table,
-writes PNGs, ``results.json`` and ``report.html`` (the same rows, plot, protocol and PNGs in one
-self-contained page); a run already in the output folder is reused (an interrupted one is resumed).
+"""``fewstep demo``: train diffusion teachers on ``moons`` and ``digits``, compare DDIM, aDDIM and the
+training-free solvers (DPM-Solver++(2M), UniPC, Heun on EDM's grid) from 1 to 256 network calls, and
+distil 4- and 8-step multistep consistency students (MCM-CD), each next to the best training-free sampler
+at its NFE. Prints the table, writes PNGs, ``results.json`` and ``report.html`` (the same rows, plot,
+protocol and PNGs in one self-contained page); a run already in the output folder is reused (an
+interrupted one is resumed).
 """
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from typing import Any
 
 from ..io import check_folder_path
 
-FULL = {"steps": [1, 2, 4, 8, 16, 64, 256], "samplers": ["ddim", "addim"], "seeds": 3, "students": [4, 8],
+# "steps" are NFE budgets: each sampler takes the most steps that fit (Heun 2N − 1 calls; dpmpp2m and unipc,
+# DDIM exactly at 1 and 2 steps, from 3), as fewstep.evaluation.training_free_plan plans them.
+FULL = {"steps": [1, 2, 4, 8, 16, 64, 256], "samplers": ["ddim", "addim", "dpmpp2m", "unipc", "heun"], "seeds": 3, "students": [4, 8],
         "n": {"moons": 2000, "digits": 500}, "iters": {"moons": None, "digits": None}}
-QUICK = {"steps": [1, 4], "samplers": ["ddim", "addim"], "seeds": 2, "students": [4],
+QUICK = {"steps": [1, 4], "samplers": ["ddim", "addim", "unipc"], "seeds": 2, "students": [4],
          "n": {"moons": 200, "digits": 64}, "iters": {"moons": 150, "digits": 30}}
 PNG_STEPS = (1, 4, 16, 256)
 
@@ -51,16 +55,21 @@ def _png(run: Any, dataset: Any, path: Path, title: str, **sample_kw: Any) -> st
     return path.name
 
 
-def _pngs(run: Any, dataset: Any, out: Path, plan: dict[str, Any]) -> list[str]:
-    steps = [s for s in PNG_STEPS if s in plan["steps"] or s == plan["steps"][-1]]
-    return [_png(run, dataset, out / f"{dataset.name}_{sampler}_{s}steps.png", f"{dataset.name}: {sampler}, {s} steps",
-                 steps=s, sampler=sampler) for sampler in plan["samplers"] for s in steps]
+def _pngs(run: Any, dataset: Any, out: Path, entries: list[tuple[str, int]]) -> list[str]:
+    """PNGs of the evaluated (sampler, steps) at PNG_STEPS and at each sampler's most steps."""
+    names = []
+    for sampler in dict.fromkeys(spec for spec, _ in entries):
+        steps = [s for spec, s in entries if spec == sampler]
+        names += [_png(run, dataset, out / f"{dataset.name}_{sampler}_{s}steps.png", f"{dataset.name}: {sampler}, {s} steps",
+                       steps=s, sampler=sampler) for s in steps if s in PNG_STEPS or s == steps[-1]]
+    return names
 
 
 def run(args: argparse.Namespace) -> None:
     from ..runs import load
     from ..data import load_dataset
-    from ..evaluation import evaluate_run, format_table
+    from ..evaluation import against_training_free, evaluate_run, format_table, mark_training_free, missing_training_free
+    from ..evaluation import training_free_plan
     from ..runs.config import override, preset_for, student_config
     from ..io import save_json, save_text
     from ..report import collect, grids_from_files, write_report
@@ -81,8 +90,11 @@ def run(args: argparse.Namespace) -> None:
         tick = time.perf_counter()
         run_ = load(workdir, device=args.device)
         seeds = tuple(range(plan["seeds"]))
-        rows = evaluate_run(run_, dataset, plan["samplers"], plan["steps"], n=plan["n"][data], seeds=seeds)
-        pngs = _pngs(run_, dataset, out, plan)
+        entries = training_free_plan(plan["steps"], plan["samplers"])
+        rows = [row for spec, s in entries
+                for row in mark_training_free(evaluate_run(run_, dataset, [spec], [s], n=plan["n"][data], seeds=seeds))]
+        pngs = _pngs(run_, dataset, out, entries)
+        student_rows: list[dict[str, Any]] = []
         stages[f"evaluate {data} teacher"] = time.perf_counter() - tick
         for s in plan["students"]:
             student_dir = out / f"{data}-cd-S{s}"
@@ -90,10 +102,14 @@ def run(args: argparse.Namespace) -> None:
             stages[f"distil {data} S={s}"] = _ensure_run(config, student_dir, dataset, args.overwrite)
             tick = time.perf_counter()
             student = load(student_dir, device=args.device)
-            for row in evaluate_run(student, dataset, ["consistency"], [s], n=plan["n"][data], seeds=seeds):
-                rows.append({**row, "sampler": f"MCM-CD (S={s}, {config.iters} it)"})
+            own = evaluate_run(student, dataset, ["consistency"], [s], n=plan["n"][data], seeds=seeds)
+            # the teacher's rows are the baselines; only NFEs the plan lacks (256 in --quick) are evaluated
+            rows += missing_training_free(run_, dataset, [r["nfe"] for r in own], rows, n=plan["n"][data], seeds=seeds,
+                                          samplers=plan["samplers"])
+            student_rows += [{**row, "sampler": f"MCM-CD (S={s}, {config.iters} it)"} for row in against_training_free(own, rows)]
             pngs.append(_png(student, dataset, out / f"{data}_mcm-cd_{s}steps.png", f"{data}: MCM-CD, {s} steps"))
             stages[f"evaluate {data} S={s}"] = time.perf_counter() - tick
+        rows = sorted(rows, key=lambda r: (plan["samplers"].index(r["sampler"]), r["nfe"])) + student_rows
         table = format_table(rows, title=f"{data}: teacher of {run_.step} iterations, and its distilled students")
         print(table, flush=True)
         tables.append(table)
