@@ -73,7 +73,7 @@ def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -
     g.add_argument("--teacher", help="teacher run folder (cd; ct, ect, mect start from it unless --init none); 'ideal' for gaussians8's exact denoiser")
     g.add_argument("--student-steps", type=steps_int, default=d.student_steps, help="S: student sampling steps (segments) of cd, ct, mect")
     g.add_argument("--init", choices=("teacher", "none"), default=None, help="start from the teacher's weights, or from scratch (default: teacher when there is a teacher run)")
-    g.add_argument("--teacher-sampler", choices=("addim", "ddim"), default=d.teacher_sampler, help="the teacher's small ODE step (cd)")
+    g.add_argument("--teacher-sampler", choices=("addim", "ddim", "dpm2"), default=d.teacher_sampler, help="the teacher's small ODE step (cd)")
     g.add_argument("--n0", type=positive_int, default=d.n0, help="N_0: teacher discretisation at the start")
     g.add_argument("--n1", type=positive_int, default=d.n1, help="N_1: teacher discretisation after annealing")
     g.add_argument("--anneal-frac", type=unit_float, default=d.anneal_frac, help="fraction of the run over which N anneals log-linearly N_0 -> N_1")

@@ -23,11 +23,12 @@ from torch import Tensor
 from ..cond import Cond
 from ..param import Denoiser, DenoiserLike, expand_like
 from ..samplers import SamplerSpec, addim_step, ddim_step, inv_ddim
+from ..samplers.solvers import midpoint_step
 from ..schedules import Schedule
 from .common import LossOutput, ObjectiveBase, per_example_mean, same_mask_reference
 
 WEIGHTINGS = ("snr1", "vspace")
-TEACHER_SAMPLERS = ("addim", "ddim")
+TEACHER_SAMPLERS = ("addim", "ddim", "dpm2")
 
 
 def pseudo_huber(delta: Tensor, c: float) -> Tensor:
@@ -116,10 +117,12 @@ class MultistepObjective(ObjectiveBase):
 
     @torch.no_grad()
     def teacher_step(self, schedule: Schedule, x: Tensor, z_t: Tensor, times: SegmentTimes, cond: Cond | None) -> Tensor:
-        """z_s from z_t: aDDIM/DDIM with the teacher's x̂ (CD), or exactly α_s x + σ_s ε (CT)."""
+        """z_s from z_t: aDDIM, DDIM or DPM-Solver++(2S) with the teacher's x̂ (CD), or exactly α_s x + σ_s ε (CT)."""
         if self.teacher is None:
             return ddim_step(schedule, x, z_t, times.t, times.s)
         x_tch = self.teacher(z_t, times.t, cond).x_hat
+        if self.teacher_sampler == "dpm2":  # second order, two teacher calls (docs/math.md §5: any deterministic integrator)
+            return midpoint_step(self.teacher, z_t, times.t, times.s, x_tch, cond)
         if self.teacher_sampler == "ddim":
             return ddim_step(schedule, x_tch, z_t, times.t, times.s)
         v_t = self.eta * per_example_mean((x_tch - x).square())  # docs/math.md §4 (a)

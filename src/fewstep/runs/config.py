@@ -63,7 +63,7 @@ class TrainConfig:
     teacher: str = ""                       # teacher run folder, or "ideal" (gaussians8's exact denoiser)
     student_steps: int = 4                  # S
     init: str = "teacher"                   # "teacher" | "none"
-    teacher_sampler: str = "addim"          # "addim" | "ddim"
+    teacher_sampler: str = "addim"          # "addim" | "ddim" | "dpm2" (DPM-Solver++(2S): two teacher calls)
     n0: int = 64                            # N_0
     n1: int = 1280                          # N_1
     anneal_frac: float = 0.5                # I_anneal as a fraction of iters

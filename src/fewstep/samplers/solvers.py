@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ..cond import Cond
-from ..param import DenoiserLike
+from ..param import DenoiserLike, batch_times, expand_like
 from ..schedules import Schedule
 from .ddim import ddim_step, predict_x
 from .spec import TextOption, register_sampler
@@ -45,6 +45,24 @@ def unipc_weights(h: float, r: float, order: int) -> tuple[float, float]:
     b2 = 2.0 * (g1 / hh - 0.5) / b_h
     rho1 = (b1 - b2) / (1.0 - r)
     return rho1, b1 - rho1
+
+
+def midpoint_step(denoiser: DenoiserLike, z_t: Tensor, t: Tensor, s: Tensor, x_hat_t: Tensor,
+                  cond: Cond | None = None) -> Tensor:
+    """DPM-Solver++(2S) with r = ½, one step t → s ([B] times): DDIM to the log-SNR midpoint m, then
+    DDIM_{t→s} with x̂(z_m, m), the second-order estimate. One extra call per step; at s = 0 (λ = ∞,
+    no midpoint) it is DDIM."""
+    schedule = denoiser.schedule
+    t, s = batch_times(t, z_t), batch_times(s, z_t)
+    inside = s > 0
+    if not bool(inside.any()):
+        return ddim_step(schedule, x_hat_t, z_t, t, s)
+    m = schedule.t_from_logsnr(0.5 * (schedule.logsnr(t) + schedule.logsnr(s)))
+    m = torch.where(inside, m, t)  # where s = 0 the midpoint's estimate is discarded below
+    z_m = ddim_step(schedule, x_hat_t, z_t, t, m)
+    x_hat_m = denoiser(z_m, m, cond).x_hat
+    d = torch.where(expand_like(inside, x_hat_t), x_hat_m, x_hat_t)
+    return ddim_step(schedule, d, z_t, t, s)
 
 
 @register_sampler("dpmpp2m", text_options=(GRID,))
