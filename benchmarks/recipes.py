@@ -42,6 +42,12 @@ def recipes() -> dict[str, tuple[str, dict[str, Any]]]:
             out[f"{data}-ct-fixedN128-S{s}"] = (data, {"objective": "ct", "student_steps": s, "n0": 128, "n1": 128})
             out[f"{data}-ct-batch4x-S{s}"] = (data, {"objective": "ct", "student_steps": s, "batch": 4 * preset_for(data, load_dataset(data).kind).batch})
             out[f"{data}-mect-S{s}"] = (data, {"objective": "mect", "student_steps": s})
+            out[f"{data}-cd-dpm2-S{s}"] = (data, {"objective": "cd", "student_steps": s, "teacher_sampler": "dpm2"})
+            out[f"{data}-cd-ddim-S{s}"] = (data, {"objective": "cd", "student_steps": s, "teacher_sampler": "ddim"})
+            out[f"{data}-ct-x4-lr1e-3-S{s}"] = (data, {"objective": "ct", "student_steps": s, "iters": teacher_iters, "lr": 1e-3})
+            out[f"{data}-ct-x4-ema0.3-S{s}"] = (data, {"objective": "ct", "student_steps": s, "iters": teacher_iters, "ema_halflife_frac": 0.3})
+            out[f"{data}-ct-x2-S{s}"] = (data, {"objective": "ct", "student_steps": s, "iters": teacher_iters // 2})
+            out[f"{data}-ct-x4-scratch-S{s}"] = (data, {"objective": "ct", "student_steps": s, "iters": teacher_iters, "init": "none"})
     return out
 
 
