@@ -179,8 +179,8 @@ def test_edm_grid_follows_rho_7_in_u_between_its_caps():
 
 
 def test_sampler_specs_choose_grids():
-    assert parse_sampler("dpmpp2m").grid == parse_sampler("dpmpp2m:logsnr").grid == "logsnr"
-    assert parse_sampler("unipc:t").grid == "t"
+    assert parse_sampler("dpmpp2m").grid == parse_sampler("dpmpp2m:t").grid == "t"
+    assert parse_sampler("unipc:logsnr").grid == "logsnr" and parse_sampler("unipc").grid == "t"
     assert parse_sampler("heun").grid == "edm" and parse_sampler("ddim").grid == "t"
     assert parse_sampler("consistency").grid == "t"
     for name in ("dpmpp2m", "unipc"):
