@@ -31,6 +31,7 @@ FEW = (1, 2, 4, 8, 16)
 BASELINES = ("ddim", "ddim:logsnr", "dpmpp2m", "dpmpp2m:t", "unipc", "unipc:t", "heun", "heun:t")
 TABLE_ETAS = (0.1, 0.25, 0.5, 0.75, 1.0)
 DATA_FREE_ETAS = (0.05, 0.1, 0.2, 0.5)
+LARGE_ETAS = (1.5, 2.0, 3.0)  # the 1-step optimum sat at the largest η above: extend there
 
 
 def plan() -> list[tuple[str, tuple[int, ...]]]:
@@ -40,6 +41,7 @@ def plan() -> list[tuple[str, tuple[int, ...]]]:
         for eta in etas:
             rows.append((f"addim:{variance}:addim:eta={eta:g}", STEPS))
             rows.append((f"addim:{variance}:xhat:eta={eta:g}", FEW))
+    rows += [(f"addim:table:addim:eta={eta:g}", (1, 2)) for eta in LARGE_ETAS]
     return rows
 
 

@@ -24,6 +24,12 @@ def paired(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
     return statistics.fmean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0
 
 
+def significance(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """How much worse ``a`` is than ``b`` in units of twice the paired seed std (> 1: significantly worse)."""
+    mean, std = paired(a, b)
+    return mean / max(2 * std, 1e-12)
+
+
 def by_key(rows: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
     return {(r["sampler"], r["steps"]): r for r in rows}
 
@@ -66,10 +72,10 @@ def report(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                 cells.append(f"{g:.3f}")
             else:
                 cells.append("–")
-        worst = max((paired(t[(spec, s)], t[("ddim", s)])[0] / max(2 * paired(t[(spec, s)], t[("ddim", s)])[1], 1e-12), data, s)
-                    for data, t in tables.items() for s in steps_all if s >= 64 and (spec, s) in t)
+        worst = max(((significance(t[(spec, s)], t[("ddim", s)]), data, s)
+                     for data, t in tables.items() for s in steps_all if s >= 64 and (spec, s) in t), default=None)
         summary[spec]["worst_large"] = worst
-        lines.append(f"| {spec} | " + " | ".join(cells) + f" | {worst[0]:.2f} ({worst[1]}, {worst[2]}) |")
+        lines.append(f"| {spec} | " + " | ".join(cells) + (f" | {worst[0]:.2f} ({worst[1]}, {worst[2]}) |" if worst else " | – |"))
     return "\n".join(lines) + "\n", summary
 
 
