@@ -64,8 +64,9 @@ def machine() -> dict:
 
 
 # Specs whose default changed on purpose after the golden run, and how the golden behaviour is spelled
-# now: Heun moved to EDM's grid (docs/math.md §11); the golden samples are on the uniform one.
-CURRENT_SPELLING = {"heun": "heun:t"}
+# now: Heun moved to EDM's grid (docs/math.md §11), the golden samples are on the uniform one; a run's
+# plain ``addim`` now takes its options by step count (math.md §4), the golden one is the table at its η.
+CURRENT_SPELLING = {"heun": "heun:t", "addim": "addim:table:addim"}
 
 
 def _sample_kw(spec: str | None, steps: int | None) -> dict:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ..cond import Cond
 from ..param import Denoiser
 from ..samplers import SamplerSpec, parse_sampler, resolve_variance
+from ..samplers.addim import run_defaults
 from ..samplers.spec import text_option
 from ..sampling import generate
 from ..train.dist import resolve_device
@@ -68,11 +69,16 @@ class Run:
         return SamplerSpec(spec.name, steps, options).check()
 
     def sampler_options(self, spec: SamplerSpec) -> dict[str, Any]:
-        """The spec's options as the sampler takes them: aDDIM's named v_t resolved to this run's table
-        (math.md §4 c) or the data-free (b)."""
+        """The spec's options as the sampler takes them: aDDIM's options the spec leaves out from its
+        measured defaults for the step count (:data:`fewstep.samplers.addim.RUN_DEFAULTS`), its named v_t
+        resolved to this run's table (math.md §4 c) or the data-free (b)."""
         options = dict(spec.options)
         if spec.name == "addim":
-            options["variance"] = resolve_variance(options.get("variance", "table"), self.denoiser.schedule,
+            given = options
+            options = {**run_defaults(spec.steps or DIFFUSION_STEPS, self.card.variance_table is not None), **given}
+            if "variance" in given and "eta" not in given:  # a named choice without η: the choice's own
+                options.pop("eta")
+            options["variance"] = resolve_variance(options["variance"], self.denoiser.schedule,
                                                    self.card.variance_table, options.pop("eta", None))
         return options
 

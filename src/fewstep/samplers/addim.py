@@ -11,7 +11,7 @@ v_t = 0 gives DDIM. Choices of v_t for sampling: :func:`data_free_variance` (doc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -120,6 +120,28 @@ class VarianceTable:
                 count += xb.numel()
             values.append(eta * err / count)
         return cls(ts, torch.tensor(values), eta)
+
+
+# A run's aDDIM by step count when the spec leaves an option out (docs/math.md §4, measured in
+# benchmarks/results/sampler_sweep.md on moons, digits and checkerboard): (most steps, options). The
+# optimal η falls as steps grow; from 17 steps on every η > 0 we measured was worse than DDIM on digits by
+# more than twice the paired seed std, so η = 0 there (aDDIM is then DDIM).
+RUN_DEFAULTS: tuple[tuple[int, dict[str, Any]], ...] = (
+    (1, {"variance": "table", "eta": 1.0, "final": "addim"}),
+    (2, {"variance": "table", "eta": 0.25, "final": "addim"}),
+    (16, {"variance": "table", "eta": 0.5, "final": "x_hat"}),
+    (2**31, {"variance": "table", "eta": 0.0, "final": "addim"}),
+)
+DATA_FREE_ETA = 0.1  # (b)'s own fraction, used where a default asks for the table and a run has none
+
+
+def run_defaults(steps: int, has_table: bool) -> dict[str, Any]:
+    """The options a run's ``addim`` takes at ``steps`` when its spec gives none; without a measured
+    table, (b) at its own fraction (η = 0 stays 0)."""
+    options = dict(next(o for most, o in RUN_DEFAULTS if steps <= most))
+    if not has_table:
+        options.update(variance="data_free", eta=DATA_FREE_ETA if options["eta"] > 0 else 0.0)
+    return options
 
 
 @register_sampler("addim", text_options=(
