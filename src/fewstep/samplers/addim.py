@@ -129,7 +129,8 @@ class VarianceTable:
 RUN_DEFAULTS: tuple[tuple[int, dict[str, Any]], ...] = (
     (1, {"variance": "table", "eta": 1.0, "final": "addim"}),
     (2, {"variance": "table", "eta": 0.25, "final": "addim"}),
-    (16, {"variance": "table", "eta": 0.5, "final": "x_hat"}),
+    (8, {"variance": "table", "eta": 0.5, "final": "x_hat"}),
+    (16, {"variance": "table", "eta": 0.25, "final": "x_hat"}),
     (2**31, {"variance": "table", "eta": 0.0, "final": "addim"}),
 )
 DATA_FREE_ETA = 0.1  # (b)'s own fraction, used where a default asks for the table and a run has none
