@@ -237,7 +237,7 @@ def test_evaluate_teacher_flag_errors_are_one_line(cli, moons_run: Path, student
                     "on a teacher": (moons_run, moons_run)}[case]
     code, out, err = cli("evaluate", "--run", run, "-n", "40", "--seeds", "1", "--teacher", teacher, "--json", tmp_path / "e.json")
     assert_one_line_error(code, err, "--teacher")
-    assert {"missing": "no_teacher", "a student": "a cd student", "on a teacher": "is a diffusion teacher"}[case] in err
+    assert {"missing": "no_teacher", "a student": "student; expected a diffusion teacher", "on a teacher": "is a diffusion teacher"}[case] in err
     assert not out and not (tmp_path / "e.json").exists()  # refused before any sampling
 
 
@@ -250,6 +250,10 @@ def test_distill_smoke(cli, moons_run: Path, tmp_path: Path) -> None:
     assert code == 0, err
     assert snapshot(moons_run) == before  # the teacher is read, never written
     student = fewstep.load(tmp_path / "student")
+    # The default recipe picked the objective by the teacher's distance from its noise floor, and said so.
+    final = fewstep.load(moons_run).card.final_eval
+    expected = "cd" if final["swd"] / final["swd_floor"] <= 1.5 else "ct"
+    assert student.config.objective == expected and f"[distill] objective {expected}: the teacher's swd is" in err
     assert student.default_sampler == "consistency" and student.default_steps == 2
     assert student.sample(10, seed=0).shape == (10, 2)
 

@@ -358,3 +358,18 @@ def test_addim_eta_from_a_spec_string_reaches_the_table(moons_run):
     assert torch.allclose(run.sample_tensor(64, sampler="addim", steps=64, seed=1),
                           run.sample_tensor(64, sampler="ddim", steps=64, seed=1), atol=1e-5)
     assert not torch.allclose(run.sample_tensor(64, sampler="addim:table:eta=2", steps=3, seed=1), ddim, atol=1e-3)
+
+
+@pytest.mark.parametrize("final, objective", [
+    ({"swd": 0.036, "swd_floor": 0.033}, "cd"),            # the moons teacher: 1.08× its floor
+    ({"fd_classifier": 42.0, "fd_floor": 12.9}, "ct"),     # the digits teacher: 3.3×
+    ({"fd_classifier": 19.0, "fd_floor": 12.9}, "cd"),     # 1.47×: still near
+    ({"swd": 0.05, "swd_floor": 0.0}, "cd"),               # no usable floor: the classic
+    (None, "cd"),
+])
+def test_default_objective_follows_the_teachers_distance_from_its_floor(final, objective):
+    from fewstep.runs.teachers import default_objective
+
+    card = RunCard(data="moons", data_shape=(2,), normaliser=Normaliser("points", (0.0,), (1.0,)), final_eval=final)
+    chosen, why = default_objective(card)
+    assert chosen == objective and why

@@ -31,11 +31,11 @@ N_SAMPLES = 64
 RUNS = [
     ("moons", "train --data moons --iters 300 --width 64 --batch 256 --eval-samples 200 --ckpt-every 1000"),
     ("digits", "train --data digits --iters 120 --width 64 --batch 64 --eval-samples 64 --ckpt-every 1000"),
-    ("moons-cd", "distill --teacher {runs}/moons --student-steps 2 --iters 80 --n0 8 --n1 64 --eval-samples 200"),
-    ("moons-ct", "train --objective ct --teacher {runs}/moons --student-steps 2 --iters 80 --eval-samples 200"),
+    ("moons-cd", "distill --objective cd --teacher {runs}/moons --student-steps 2 --iters 80 --n0 8 --n1 64 --eval-samples 200"),
+    ("moons-ct", "train --objective ct --teacher {runs}/moons --student-steps 2 --iters 80 --n0 64 --n1 1280 --eval-samples 200"),
     ("moons-ect", "train --objective ect --teacher {runs}/moons --iters 80 --ect-stages 4 --eval-samples 200"),
     ("moons-mect", "train --objective mect --teacher {runs}/moons --student-steps 2 --iters 80 --ect-stages 4 --eval-samples 200"),
-    ("digits-cd", "distill --teacher {runs}/digits --student-steps 2 --iters 40 --n0 8 --n1 64 --eval-samples 64"),
+    ("digits-cd", "distill --objective cd --teacher {runs}/digits --student-steps 2 --iters 40 --n0 8 --n1 64 --eval-samples 64"),
 ]
 # (run, sampler spec as `fewstep evaluate --sampler` takes it, steps); None: the run's own sampler
 SAMPLES = [

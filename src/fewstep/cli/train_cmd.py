@@ -28,10 +28,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a teacher (or, with --objective, a few-step student)", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Train a diffusion teacher, or a few-step student from it (--objective cd|ct|ect|mect --teacher RUN). Flags override the data set's preset (a student's: its teacher's settings).")
     _add_common(p, objective_flag=True)
-    d = sub.add_parser("distill", help="the same as train --objective cd", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Multistep consistency distillation: fewstep distill --teacher RUN --out DIR --student-steps S.")
+    d = sub.add_parser("distill", help="a few-step student of a teacher run, by the default recipe", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="A multistep consistency student of a teacher run: fewstep distill --teacher RUN --out DIR --student-steps S. "
+                                   "--objective auto (the default recipe) distils (cd) a teacher within 1.5x of its noise floor and otherwise "
+                                   "trains (ct) from the teacher's weights, which beats distilling a teacher far from its data (docs/math.md §11).")
     _add_common(d, objective_flag=False)
-    d.set_defaults(objective="cd")
+    d.add_argument("--objective", choices=("auto", "cd", "ct", "mect"), default="auto",
+                   help="auto: cd or ct by the teacher's distance from its noise floor")
 
 
 def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
@@ -117,7 +120,13 @@ def _student_base(args: argparse.Namespace) -> TrainConfig:
     """A student inherits its teacher's settings (see :func:`fewstep.runs.config.student_config`)."""
     from ..runs.folder import read_run
 
-    teacher = read_run(args.teacher, arg="teacher")[0]
+    teacher, card, _ = read_run(args.teacher, arg="teacher")
+    if args.objective == "auto":
+        from ..runs.teachers import default_objective
+
+        args.objective, why = default_objective(card)
+        if is_main():
+            print(f"[distill] objective {args.objective}: {why}", file=sys.stderr)
     return student_config(teacher, args.teacher, args.objective, init=args.init or "teacher", data=args.data or teacher.data)
 
 
@@ -157,7 +166,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
 def run(args: argparse.Namespace) -> None:
     from ..runs import train
 
-    if args.objective == "cd" and not args.teacher:
+    if args.objective in ("cd", "auto") and not args.teacher:
         raise UserError("--teacher: required for consistency distillation (a teacher run folder)")
     _check_out(args)
     config, dataset = resolve_config(args)

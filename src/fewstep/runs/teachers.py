@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..param import DenoiserLike, Retimed
 from ..registry import Registry
 from ..schedules import Schedule, logsnr_range
+from .card import RunCard
 from .config import TrainConfig
 from .folder import open_denoiser
 
@@ -136,3 +137,23 @@ def resolve_teacher(config: TrainConfig, dataset: Dataset, device: torch.device,
     check_init(teacher, student)
     teacher.denoiser = on_schedule(teacher.denoiser, student.schedule)
     return teacher
+
+
+# A teacher within this factor of its noise floor is near its data: CD from it is the better student.
+# Far from it, CD can at best reach its teacher's ODE, while CT from the teacher's weights learns from the
+# data itself (docs/math.md §11; benchmarks/results/recipes.md: moons teacher 1.08×, digits 3.3×).
+NEAR_FLOOR = 1.5
+
+
+def default_objective(card: RunCard) -> tuple[str, str]:
+    """``fewstep distill``'s objective for a teacher run (the default recipe): ``cd`` when the teacher's
+    final evaluation is within :data:`NEAR_FLOOR` of its noise floor (or it has none), else ``ct``;
+    with the reason in words."""
+    final = card.final_eval or {}
+    for metric, floor_key in (("fd_classifier", "fd_floor"), ("swd", "swd_floor")):
+        value, floor = final.get(metric), final.get(floor_key)
+        if isinstance(value, (int, float)) and isinstance(floor, (int, float)) and floor > 0:
+            ratio = value / floor
+            objective = "cd" if ratio <= NEAR_FLOOR else "ct"
+            return objective, f"the teacher's {metric} is {ratio:.2f}× its noise floor ({'≤' if objective == 'cd' else '>'} {NEAR_FLOOR}×)"
+    return "cd", "the teacher has no final evaluation to compare with its noise floor"
