@@ -344,20 +344,22 @@ def test_demo_quick_runs_then_reuses_its_runs(tmp_path: Path) -> None:
     report = json.loads((out / "report.json").read_text())  # report.html from the same rows, not re-evaluated
     assert [r["rows"] for r in report["runs"]] == [results["datasets"][d]["rows"] for d in ("moons", "digits")]
     assert "<table" in (out / "report.html").read_text()
-    # Each data set has its teacher and, in --quick, one distilled 4-step student in the table, next to the best
+    # Each data set has its teacher and, in --quick, one 4-step student of the default recipe (CD or CT by the
+    # teacher's distance from its floor, as the output says) in the table, next to the best
     # training-free sampler within 4 calls; the teacher's 256-call rows are its reference, evaluated once.
     for info in results["datasets"].values():
-        assert any(r["sampler"].startswith("MCM-CD (S=4") and r["nfe"] == 4 for r in info["rows"]), info["rows"]
-        teacher = [r for r in info["rows"] if not r["sampler"].startswith("MCM-CD")]
+        assert any(r["sampler"].startswith(("MCM-CD (S=4", "MCM-CT (S=4")) and r["nfe"] == 4 for r in info["rows"]), info["rows"]
+        teacher = [r for r in info["rows"] if not r["sampler"].startswith("MCM-")]
         assert all(r["training_free"] for r in teacher) and ("unipc", 4) in [(r["sampler"], r["steps"]) for r in teacher]
         assert len({(r["sampler"], r["steps"]) for r in teacher}) == len(teacher)  # nothing evaluated twice
         for r in info["rows"]:
-            if r["sampler"].startswith("MCM-CD"):
+            if r["sampler"].startswith("MCM-"):
                 assert r["best_free"]["nfe"] <= 4 and r["teacher_best"]["nfe"] <= MANY_NFE
                 assert r["best_free"]["mean"] == min(t["mean"] for t in teacher if t["nfe"] <= 4)
         assert MANY_NFE in {r["nfe"] for r in teacher}
     weights = {p: p.stat().st_mtime_ns for p in out.glob("*/weights-*.safetensors")}
     assert len(weights) == 4  # 2 teachers + 2 students
+    assert first.stdout.count(" students: c") == 2 and "noise floor" in first.stdout
 
     second = run_fewstep("demo", "--quick", "--out", out, cwd=tmp_path, timeout=180)
     assert second.returncode == 0, second.stderr[-2000:]

@@ -1,7 +1,8 @@
 """``fewstep demo``: train diffusion teachers on ``moons`` and ``digits``, compare DDIM, aDDIM and the
 training-free solvers (DPM-Solver++(2M), UniPC, Heun on EDM's grid) from 1 to 256 network calls, and
-distil 4- and 8-step multistep consistency students (MCM-CD), each next to the best training-free sampler
-at its NFE. Prints the table, writes PNGs, ``results.json`` and ``report.html`` (the same rows, plot,
+train 1-, 2-, 4- and 8-step multistep consistency students by the default recipe (CD of a teacher near
+its noise floor, CT from its weights otherwise: ``fewstep distill``'s ``--objective auto``), each next to
+the best training-free sampler at its NFE. Prints the table, writes PNGs, ``results.json`` and ``report.html`` (the same rows, plot,
 protocol and PNGs in one self-contained page); a run already in the output folder is reused (an
 interrupted one is resumed).
 """
@@ -17,7 +18,7 @@ from ..io import check_folder_path
 
 # "steps" are NFE budgets: each sampler takes the most steps that fit (Heun 2N − 1 calls; dpmpp2m and unipc,
 # DDIM exactly at 1 and 2 steps, from 3), as fewstep.evaluation.training_free_plan plans them.
-FULL = {"steps": [1, 2, 4, 8, 16, 64, 256], "samplers": ["ddim", "addim", "dpmpp2m", "unipc", "heun"], "seeds": 3, "students": [4, 8],
+FULL = {"steps": [1, 2, 4, 8, 16, 64, 256], "samplers": ["ddim", "addim", "dpmpp2m", "unipc", "heun"], "seeds": 3, "students": [1, 2, 4, 8],
         "n": {"moons": 2000, "digits": 500}, "iters": {"moons": None, "digits": None}}
 QUICK = {"steps": [1, 4], "samplers": ["ddim", "addim", "unipc"], "seeds": 2, "students": [4],
          "n": {"moons": 200, "digits": 64}, "iters": {"moons": 150, "digits": 30}}
@@ -25,7 +26,7 @@ PNG_STEPS = (1, 4, 16, 256)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="the main job: teachers on moons and digits, DDIM vs aDDIM against steps",
+    p = sub.add_parser("demo", help="the main job: teachers on moons and digits, training-free samplers and few-step students against NFE",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
     p.add_argument("--out", type=Path, help="output folder (default: demo_out, or demo_out_quick with --quick)")
     p.add_argument("--quick", action="store_true", help="a seconds-long version for tests")
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> None:
     from ..evaluation import against_training_free, evaluate_run, format_table, mark_training_free, missing_training_free
     from ..evaluation import training_free_plan
     from ..runs.config import override, preset_for, student_config
+    from ..runs.teachers import default_objective
     from ..io import save_json, save_text
     from ..report import collect, grids_from_files, write_report
 
@@ -96,9 +98,11 @@ def run(args: argparse.Namespace) -> None:
         pngs = _pngs(run_, dataset, out, entries)
         student_rows: list[dict[str, Any]] = []
         stages[f"evaluate {data} teacher"] = time.perf_counter() - tick
+        objective, why = default_objective(run_.card)  # the default recipe, as `fewstep distill` picks it
+        print(f"[demo] {data} students: {objective} ({why})")
         for s in plan["students"]:
-            student_dir = out / f"{data}-cd-S{s}"
-            config = student_config(teacher, str(workdir), "cd", student_steps=s)
+            student_dir = out / f"{data}-{objective}-S{s}"
+            config = student_config(teacher, str(workdir), objective, student_steps=s)
             stages[f"distil {data} S={s}"] = _ensure_run(config, student_dir, dataset, args.overwrite)
             tick = time.perf_counter()
             student = load(student_dir, device=args.device)
@@ -106,8 +110,9 @@ def run(args: argparse.Namespace) -> None:
             # the teacher's rows are the baselines; only NFEs the plan lacks (256 in --quick) are evaluated
             rows += missing_training_free(run_, dataset, [r["nfe"] for r in own], rows, n=plan["n"][data], seeds=seeds,
                                           samplers=plan["samplers"])
-            student_rows += [{**row, "sampler": f"MCM-CD (S={s}, {config.iters} it)"} for row in against_training_free(own, rows)]
-            pngs.append(_png(student, dataset, out / f"{data}_mcm-cd_{s}steps.png", f"{data}: MCM-CD, {s} steps"))
+            label = f"MCM-{objective.upper()}"
+            student_rows += [{**row, "sampler": f"{label} (S={s}, {config.iters} it)"} for row in against_training_free(own, rows)]
+            pngs.append(_png(student, dataset, out / f"{data}_mcm-{objective}_{s}steps.png", f"{data}: {label}, {s} steps"))
             stages[f"evaluate {data} S={s}"] = time.perf_counter() - tick
         rows = sorted(rows, key=lambda r: (plan["samplers"].index(r["sampler"]), r["nfe"])) + student_rows
         table = format_table(rows, title=f"{data}: teacher of {run_.step} iterations, and its distilled students")
