@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-BASELINES = ("ddim", "ddim:logsnr", "dpmpp2m", "dpmpp2m:t", "unipc", "unipc:t", "heun", "heun:t")
+BASELINES = ("ddim", "ddim:logsnr", "dpmpp2m", "dpmpp2m:logsnr", "unipc", "unipc:logsnr", "heun", "heun:t")
 
 
 def paired(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:

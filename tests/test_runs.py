@@ -2,6 +2,7 @@
 Python with a user's backbone, and run folders as untrusted input."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -373,3 +374,25 @@ def test_default_objective_follows_the_teachers_distance_from_its_floor(final, o
     card = RunCard(data="moons", data_shape=(2,), normaliser=Normaliser("points", (0.0,), (1.0,)), final_eval=final)
     chosen, why = default_objective(card)
     assert chosen == objective and why
+
+
+def test_same_settings_ignores_student_fields_only_for_teachers():
+    from fewstep.runs.config import same_settings, student_config
+
+    teacher = TrainConfig(iters=10)
+    assert same_settings(teacher, dataclasses.replace(teacher, n0=64, n1=1280, device="cuda"))
+    assert not same_settings(teacher, dataclasses.replace(teacher, lr=2e-3))
+    student = student_config(teacher, "t", "cd")
+    assert not same_settings(student, dataclasses.replace(student, n0=64))
+    assert not same_settings(teacher, dataclasses.replace(teacher, objective="ct"))
+
+
+def test_ensure_trained_reuses_a_teacher_whatever_its_student_fields(tmp_path):
+    from fewstep.runs import ensure_trained
+
+    config = TrainConfig(data="moons", iters=20, batch=64, eval_samples=50, ckpt_every=1000, log_every=10,
+                         model=TrainConfig().model.__class__(width=16, depth=1))
+    assert ensure_trained(config, tmp_path / "t")[0] == "trained"
+    assert ensure_trained(dataclasses.replace(config, n0=64, n1=1280), tmp_path / "t")[0] == "reused"
+    with pytest.raises(UserError, match="other settings"):
+        ensure_trained(dataclasses.replace(config, lr=5e-4), tmp_path / "t")

@@ -124,6 +124,19 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
+# Fields only a student's objective reads; a diffusion teacher is the same run whatever they hold.
+STUDENT_ONLY = ("teacher", "student_steps", "init", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
+                "ect_p_mean", "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting", "ect_c")
+
+
+def same_settings(a: TrainConfig, b: TrainConfig) -> bool:
+    """Whether two configs describe the same run: the device does not count, nor, for a diffusion teacher,
+    the student-only fields (so a new student default does not make every teacher stale)."""
+    ignored = {"device", *(STUDENT_ONLY if a.objective == b.objective == "diffusion" else ())}
+    strip = lambda c: {k: v for k, v in c.to_dict().items() if k not in ignored}
+    return strip(a) == strip(b)
+
+
 def student_config(teacher: TrainConfig, teacher_dir: str, objective: str, **fields: Any) -> TrainConfig:
     """A few-step student of ``teacher``: its data, backbone and schedule; a quarter of its iterations at
     a fifth of its learning rate (from scratch, ``init='none'``: the teacher's rate); EMA half-life 10%

@@ -20,7 +20,7 @@ from ..train.checkpoint import remove_run
 from ..train.loop import LoopSettings, fit
 from .build import BACKBONES, build_backbone, build_denoiser, check_rebuilds, describe_class, layout_difference, recipe_of
 from .card import BackboneRecipe, RunCard
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, same_settings
 from .folder import check_resumable, load_weights, read_run
 from .objective import make_objective
 
@@ -146,7 +146,7 @@ def ensure_trained(
     resume = False
     if (workdir / "checkpoint.json").is_file():
         saved, _, ckpt = read_run(workdir, arg=arg)
-        same = dataclasses.replace(saved, device=config.device) == config
+        same = same_settings(saved, config)
         if same and ckpt.step >= config.iters:
             return "reused", 0.0
         if not same and not overwrite:
