@@ -7,6 +7,13 @@ Every run lives in ``--runs`` (default benchmarks/runs, not committed): a finish
 interrupted one resumed, and each evaluation is cached beside its run. Results go to
 ``benchmarks/results/study.json`` and ``study.md``. Figures: SWD (moons) or FD-classifier (digits)
 on the held-out split, mean ± std over 3 sampling seeds, with the noise floor of the same sample size.
+
+The samplers stage evaluates the training-free samplers (``fewstep.evaluation.TRAINING_FREE``) at the NFE
+budgets of ``STEPS`` (Heun at the most steps whose 2N − 1 calls fit), besides aDDIM's variants. Every
+student row is stored next to the best training-free sampler at its NFE (``best_free``, ``teacher_best``,
+``excess_ratio``: docs/math.md §11); the baselines are the teacher's rows here and, where
+benchmarks/sampler_sweep.py has cached them, its rows in ``RUNS/teacher-DATA/sweep.jsonl`` (aDDIM's η
+variants there are the strongest at 1–2 NFE).
 """
 from __future__ import annotations
 
@@ -18,15 +25,25 @@ from typing import Any
 
 import torch
 
-from fewstep.runs import load
-from fewstep.runs.config import TrainConfig, preset_for, student_config
 from fewstep.data import load_dataset
-from fewstep.evaluation import evaluate_run
+from fewstep.evaluation import (
+    TRAINING_FREE,
+    against_training_free,
+    best_training_free,
+    evaluate_run,
+    mark_training_free,
+    training_free_plan,
+)
 from fewstep.io import save_json
-from fewstep.runs import ensure_trained
+from fewstep.runs import ensure_trained, load
+from fewstep.runs.config import TrainConfig, preset_for, student_config
 
 STEPS = [1, 2, 4, 8, 16, 64, 256]
-SAMPLERS = ["ddim", "addim", "addim:data_free", "heun"]
+# Besides TRAINING_FREE on its plan: aDDIM with the data-free v_t, and aDDIM's two last steps (below).
+SAMPLERS = ["addim:data_free"]
+XHAT = ["addim:table:xhat", "addim:data_free:xhat"]
+# Every sampler the teacher is evaluated with here needs no training: all of them serve as baselines.
+TEACHER_FREE = (*TRAINING_FREE, *SAMPLERS, *XHAT)
 N_EVAL = {"moons": 2000, "digits": 500}
 SEEDS = (0, 1, 2)
 
@@ -85,6 +102,43 @@ def cached_eval(workdir: Path, samplers: list[str], steps: list[int], data: str)
     return rows
 
 
+def teacher_rows(workdir: Path, data: str) -> list[dict[str, Any]]:
+    """The teacher's samplers, each evaluation cached, marked ``training_free``: the training-free samplers
+    at the NFE budgets of STEPS (``training_free_plan``), aDDIM (b: data-free) at STEPS, DDIM and aDDIM at 512
+    steps, and aDDIM's last step to s = 0 against returning x̂ there (docs/math.md §4: report which is better)."""
+    plan: dict[str, list[int]] = {}
+    for spec, steps in training_free_plan(STEPS, TRAINING_FREE):
+        plan.setdefault(spec, []).append(steps)
+    rows = [r for spec, steps in plan.items() for r in cached_eval(workdir, [spec], steps, data)]
+    rows += cached_eval(workdir, SAMPLERS, STEPS, data) + cached_eval(workdir, ["ddim", "addim"], [512], data)
+    rows += cached_eval(workdir, XHAT, [1, 2, 4, 8], data)
+    return mark_training_free(rows, TEACHER_FREE)
+
+
+def sweep_rows(workdir: Path) -> list[dict[str, Any]]:
+    """The teacher's rows cached by benchmarks/sampler_sweep.py (``sweep.jsonl``), marked ``training_free``."""
+    path = workdir / "sweep.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return [{**r, "training_free": True} for r in rows]
+
+
+def baselines(teacher: list[dict[str, Any]], sweep: list[dict[str, Any]], data: str) -> list[dict[str, Any]]:
+    """The training-free rows a student of ``data`` is compared with: the teacher's here and the sweep's,
+    only those of the study's sample size and seeds (the metrics' bias depends on the sample size)."""
+    return [r for r in [*teacher, *sweep]
+            if r.get("training_free") and r["n_samples"] == N_EVAL[data] and list(r["seeds"]) == list(SEEDS)]
+
+
+def best_free_curve(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best training-free row within each NFE budget of STEPS (the plot's lower envelope)."""
+    out = []
+    for nfe in STEPS:
+        best = best_training_free(rows, nfe)
+        if best is not None:
+            out.append({"budget": nfe, **{k: best[k] for k in ("sampler", "steps", "nfe", "mean", "std")}})
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
@@ -108,23 +162,29 @@ def main() -> None:
         _, seconds = ensure_trained(config, workdir, overwrite=True)  # a run of other settings is stale: retrain
         record(f"teacher-{data}", data=data, group="teacher", iters=config.iters, train_seconds_now=round(seconds, 1))
         if "samplers" in args.only:
-            rows = cached_eval(workdir, SAMPLERS, STEPS, data) + cached_eval(workdir, ["ddim", "addim"], [512], data)
-            # aDDIM's last step to s = 0 against returning x̂ there (docs/math.md §4: report which is better).
-            rows += cached_eval(workdir, ["addim:table:xhat", "addim:data_free:xhat"], [1, 2, 4, 8], data)
-            record(f"teacher-{data}", rows=rows)
-            print(f"[study] teacher-{data}: sampler table done", flush=True)
+            rows = teacher_rows(workdir, data)
+            sweep = sweep_rows(workdir)
+            base = baselines(rows, sweep, data)
+            record(f"teacher-{data}", rows=rows, sweep_rows=len(sweep), best_free_curve=best_free_curve(base))
+            print(f"[study] teacher-{data}: sampler table done ({len(rows)} rows; {len(sweep)} sweep rows as extra baselines)", flush=True)
 
     if "students" in args.only:
+        base = {data: baselines(results["runs"].get(f"teacher-{data}", {}).get("rows", []),
+                                sweep_rows(args.runs / f"teacher-{data}"), data) for data in ("moons", "digits")}
         for spec in student_specs():
             workdir = args.runs / spec.name
             config = student(spec.data, args.runs / f"teacher-{spec.data}", **spec.fields)
             _, seconds = ensure_trained(config, workdir, overwrite=True)  # a run of other settings is stale: retrain
             run = load(workdir)
             rows = cached_eval(workdir, list(spec.samplers), list(spec.steps or [config.student_steps]), spec.data)
+            rows = against_training_free(rows, base[spec.data])
             record(spec.name, data=spec.data, group=spec.group, iters=config.iters, fields=spec.fields,
                    train_seconds_now=round(seconds, 1), rows=rows, step=run.step)
             for row in rows:
-                print(f"[study] {spec.name} ({row['sampler']}, {row['steps']} steps): {row['mean']:.4f} ± {row['std']:.4f} (floor {row['floor']:.4f})", flush=True)
+                best = row.get("best_free")
+                vs = (f"; best training-free {best['sampler']} ({best['steps']} steps) {best['mean']:.4f}, "
+                      f"excess ratio {row.get('excess_ratio', float('nan')):.2f}") if best else ""
+                print(f"[study] {spec.name} ({row['sampler']}, {row['steps']} steps): {row['mean']:.4f} ± {row['std']:.4f} (floor {row['floor']:.4f}{vs})", flush=True)
 
 
 if __name__ == "__main__":
