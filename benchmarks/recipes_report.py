@@ -1,7 +1,7 @@
 """Tables from ``recipes.json`` and ``sampler_sweep.json``: every recipe next to the best training-free
 sampler at its NFE, and the default recipe over training seeds against the targets (docs/math.md §11).
 
-    python benchmarks/recipes_report.py [--results benchmarks/results] [--default ct-fixedN128]
+    python benchmarks/recipes_report.py [--results benchmarks/results]
 
 Writes ``recipes.md``. Targets (issue 8): at 1, 2 and 4 NFE the student's excess over the teacher's best
 many-step result is at most ⅓ of the best training-free sampler's (or the student beats the teacher); at
@@ -20,6 +20,9 @@ from typing import Any
 from fewstep.evaluation import MANY_MIN_NFE, best_training_free
 
 DATA = ("moons", "digits")
+# What `fewstep distill --objective auto` trains on each teacher (CD near the noise floor, CT far from
+# it; N fixed at 128), as recipes.py names it.
+DEFAULT = {"moons": "cd-fixedN128", "digits": "ct-fixedN128"}
 
 
 def baselines(sweep: dict[str, Any], data: str) -> list[dict[str, Any]]:
@@ -56,9 +59,10 @@ def verdict(s: int, student: dict[str, float], best: dict[str, Any], ref: dict[s
     return ("met" if ok else "missed"), None
 
 
-def report(recipes: dict[str, Any], sweep: dict[str, Any], default: str) -> str:
+def report(recipes: dict[str, Any], sweep: dict[str, Any], defaults: dict[str, str] = DEFAULT) -> str:
     lines = ["# Student recipes against the training-free samplers", ""]
     for data in DATA:
+        default = defaults[data]
         base = baselines(sweep, data)
         ref = teacher_best(base)
         lines += [f"## {data}: the default recipe ({default}) over training seeds", "",
@@ -93,10 +97,9 @@ def report(recipes: dict[str, Any], sweep: dict[str, Any], default: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--default", default="ct-fixedN128", help="the recipe name without data and S")
     args = parser.parse_args()
     text = report(json.loads((args.results / "recipes.json").read_text()),
-                  json.loads((args.results / "sampler_sweep.json").read_text()), args.default)
+                  json.loads((args.results / "sampler_sweep.json").read_text()))
     (args.results / "recipes.md").write_text(text)
     print(text)
 
