@@ -64,9 +64,15 @@ def teacher_config(data: str) -> TrainConfig:
     return preset_for(data, load_dataset(data).kind)
 
 
+# The study measures the paper's recipe: its N anneal, not fewstep's fixed N = 128 default (whose
+# figures are in benchmarks/recipes.py); so study.json stays comparable across versions.
+PAPER_N = {"n0": 64, "n1": 1280}
+
+
 def student(data: str, teacher_dir: Path, **fields: Any) -> TrainConfig:
-    """Every student of a data set gets the library's default student budget (a quarter of the teacher's)."""
-    return student_config(teacher_config(data), str(teacher_dir), fields.pop("objective"), **fields)
+    """Every student of a data set gets the library's default student budget (a quarter of the teacher's)
+    and, unless its spec says otherwise, the paper's N schedule."""
+    return student_config(teacher_config(data), str(teacher_dir), fields.pop("objective"), **{**PAPER_N, **fields})
 
 
 def student_specs() -> list[Spec]:
