@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from fewstep.evaluation import MANY_MIN_NFE, best_training_free
+from fewstep.evaluation import MANY_MIN_NFE, best_training_free, teacher_best
 
 DATA = ("moons", "digits")
 # What `fewstep distill --objective auto` trains on each teacher (CD near the noise floor, CT far from
@@ -27,10 +27,6 @@ DEFAULT = {"moons": "cd-fixedN128", "digits": "ct-fixedN128"}
 
 def baselines(sweep: dict[str, Any], data: str) -> list[dict[str, Any]]:
     return [{**r, "training_free": True} for r in sweep[data]["rows"]]
-
-
-def teacher_best(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return best_training_free([r for r in rows if r["nfe"] >= MANY_MIN_NFE], 10**9)
 
 
 def seeds_of(recipes: dict[str, Any], name: str) -> list[dict[str, Any]]:

@@ -104,26 +104,17 @@ def training_free_plan(nfes: Sequence[int], samplers: Sequence[str] = TRAINING_F
     return plan
 
 
-def evaluate_training_free(teacher: Run, dataset: Dataset, nfes: Sequence[int], *, n: int = 2000,
-                           seeds: Sequence[int] = SEEDS, samplers: Sequence[str] = TRAINING_FREE) -> list[dict[str, Any]]:
-    """The teacher's training-free rows at each NFE budget and at :data:`MANY_NFE`, marked ``training_free``."""
-    rows = []
-    for spec, steps in training_free_plan(sorted({*nfes, MANY_NFE}), samplers):
-        rows += [{**r, "training_free": True} for r in evaluate_run(teacher, dataset, [spec], [steps], n=n, seeds=seeds)]
-    return rows
-
-
 def mark_training_free(rows: Sequence[dict[str, Any]], samplers: Sequence[str] = TRAINING_FREE) -> list[dict[str, Any]]:
     """``rows`` (a teacher's, from :func:`evaluate_run`) with those of a training-free sampler on its default
     grid marked ``training_free``, so that they serve as baselines without being evaluated again."""
     return [{**r, "training_free": True} if r["sampler"] in samplers else dict(r) for r in rows]
 
 
-def missing_training_free(teacher: Run, dataset: Dataset, nfes: Sequence[int], have: Sequence[dict[str, Any]], *,
+def missing_training_free(teacher: Run, dataset: Dataset, nfes: Sequence[int], have: Sequence[dict[str, Any]] = (), *,
                           n: int = 2000, seeds: Sequence[int] = SEEDS,
                           samplers: Sequence[str] = TRAINING_FREE) -> list[dict[str, Any]]:
-    """What :func:`evaluate_training_free` would add to ``have``: the planned rows that ``have`` (rows marked
-    ``training_free`` with the same ``n`` and ``seeds``) lacks, evaluated and marked."""
+    """The teacher's training-free rows at each NFE budget and at :data:`MANY_NFE`, marked ``training_free``,
+    except those ``have`` already holds (marked, with the same ``n`` and ``seeds``)."""
     done = {(r["sampler"], r["steps"]) for r in have
             if r.get("training_free") and r["n_samples"] == n and list(r["seeds"]) == list(seeds)}
     rows = []
@@ -139,12 +130,17 @@ def best_training_free(rows: Sequence[dict[str, Any]], nfe: int) -> dict[str, An
     return min(within, key=lambda r: r["mean"], default=None)
 
 
+def teacher_best(baselines: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The teacher's best many-step result: the best training-free row with ≥ :data:`MANY_MIN_NFE` calls."""
+    return best_training_free([r for r in baselines if r["nfe"] >= MANY_MIN_NFE], 10**9)
+
+
 def against_training_free(rows: Sequence[dict[str, Any]], baselines: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` (a student's) with, per row, the best training-free sampler at the same NFE and the
     teacher's best many-step result (≥ :data:`MANY_MIN_NFE` calls: a few-step sampler that happens to score
     below the converged ODE is not the teacher's best); ``excess_ratio`` = (row − teacher best)/(best sampler − teacher best),
     the figure of merit of docs/math.md §11 (≤ ⅓ is the target at 1–4 NFE; < 0: better than the teacher)."""
-    reference = best_training_free([r for r in baselines if r["nfe"] >= MANY_MIN_NFE], 10**9)
+    reference = teacher_best(baselines)
     out = []
     for row in rows:
         best = best_training_free(baselines, row["nfe"])

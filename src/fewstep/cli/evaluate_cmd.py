@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..runs import load
     from ..data import load_dataset
-    from ..evaluation import against_training_free, default_plan, evaluate_run, evaluate_training_free, format_table, protocol
+    from ..evaluation import against_training_free, default_plan, evaluate_run, format_table, missing_training_free, protocol
 
     json_path = check_writable(args.json, "json", args.overwrite) if args.json else None
     model = load(args.run, device=args.device)
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> None:
     rows = evaluate_run(model, dataset, samplers, steps, n=args.count, seeds=seeds, extra=fid)
     baselines: list[dict[str, Any]] = []
     if teacher is not None:
-        baselines = evaluate_training_free(teacher, dataset, sorted({r["nfe"] for r in rows}), n=args.count, seeds=seeds)
+        baselines = missing_training_free(teacher, dataset, sorted({r["nfe"] for r in rows}), n=args.count, seeds=seeds)
         rows = against_training_free(rows, baselines)
     print(format_table(rows, title=f"{args.run} ({dataset.name}, step {model.step})"))
     if baselines:
