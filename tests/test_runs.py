@@ -361,18 +361,18 @@ def test_addim_eta_from_a_spec_string_reaches_the_table(moons_run):
     assert not torch.allclose(run.sample_tensor(64, sampler="addim:table:eta=2", steps=3, seed=1), ddim, atol=1e-3)
 
 
-@pytest.mark.parametrize("final, objective", [
-    ({"swd": 0.036, "swd_floor": 0.033}, "cd"),            # the moons teacher: 1.08× its floor
-    ({"fd_classifier": 42.0, "fd_floor": 12.9}, "ct"),     # the digits teacher: 3.3×
-    ({"fd_classifier": 19.0, "fd_floor": 12.9}, "cd"),     # 1.47×: still near
-    ({"swd": 0.05, "swd_floor": 0.0}, "cd"),               # no usable floor: the classic
-    (None, "cd"),
+@pytest.mark.parametrize("score, floor, objective", [
+    (0.036, 0.033, "cd"),       # the moons teacher: 1.08× its floor over 3 seeds
+    (43.1, 11.0, "ct"),         # the digits teacher: 3.9×
+    (16.4, 11.0, "cd"),         # 1.49×: still near
+    (16.6, 11.0, "ct"),
+    (0.05, 0.0, "cd"),          # no usable floor: the classic
+    (float("nan"), 1.0, "cd"),
 ])
-def test_default_objective_follows_the_teachers_distance_from_its_floor(final, objective):
-    from fewstep.runs.teachers import default_objective
+def test_default_objective_follows_the_teachers_distance_from_its_floor(score, floor, objective):
+    from fewstep.runs.teachers import objective_for
 
-    card = RunCard(data="moons", data_shape=(2,), normaliser=Normaliser("points", (0.0,), (1.0,)), final_eval=final)
-    chosen, why = default_objective(card)
+    chosen, why = objective_for(score, floor)
     assert chosen == objective and why
 
 

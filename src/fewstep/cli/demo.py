@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> None:
         pngs = _pngs(run_, dataset, out, entries)
         student_rows: list[dict[str, Any]] = []
         stages[f"evaluate {data} teacher"] = time.perf_counter() - tick
-        objective, why = default_objective(run_.card)  # the default recipe, as `fewstep distill` picks it
+        objective, why = default_objective(run_, dataset, n=plan["n"][data])  # the default recipe, as `fewstep distill` picks it
         print(f"[demo] {data} students: {objective} ({why})")
         for s in plan["students"]:
             student_dir = out / f"{data}-{objective}-S{s}"

@@ -120,11 +120,14 @@ def _student_base(args: argparse.Namespace) -> TrainConfig:
     """A student inherits its teacher's settings (see :func:`fewstep.runs.config.student_config`)."""
     from ..runs.folder import read_run
 
-    teacher, card, _ = read_run(args.teacher, arg="teacher")
+    teacher = read_run(args.teacher, arg="teacher")[0]
     if args.objective == "auto":
+        from ..runs import load
         from ..runs.teachers import default_objective
 
-        args.objective, why = default_objective(card)
+        run = load(args.teacher, device=args.device or "auto")
+        data = load_dataset(run.config.data, run.config.data_loader)
+        args.objective, why = default_objective(run, data, n=min(teacher.eval_samples, 2000))
         if is_main():
             print(f"[distill] objective {args.objective}: {why}", file=sys.stderr)
     return student_config(teacher, args.teacher, args.objective, init=args.init or "teacher", data=args.data or teacher.data)
