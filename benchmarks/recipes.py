@@ -29,6 +29,10 @@ SEEDS = (0, 1, 2)
 def recipes() -> dict[str, tuple[str, dict[str, Any]]]:
     """name → (data, fields over the default student of that data's teacher)."""
     out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for data in ("checkerboard",):  # a third set to test the CD/CT rule on (its teacher: 1.67× its floor)
+        for s in (4,):
+            out[f"{data}-cd-fixedN128-S{s}"] = (data, {"objective": "cd", "student_steps": s, "n0": 128, "n1": 128})
+            out[f"{data}-ct-fixedN128-S{s}"] = (data, {"objective": "ct", "student_steps": s, "n0": 128, "n1": 128})
     for data in ("digits", "moons"):
         teacher_iters = preset_for(data, load_dataset(data).kind).iters
         for s in (1, 2, 4, 8):

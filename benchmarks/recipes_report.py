@@ -19,10 +19,10 @@ from typing import Any
 
 from fewstep.evaluation import MANY_MIN_NFE, best_training_free, teacher_best
 
-DATA = ("moons", "digits")
+DATA = ("moons", "digits", "checkerboard")
 # What `fewstep distill --objective auto` trains on each teacher (CD near the noise floor, CT far from
 # it; N fixed at 128), as recipes.py names it.
-DEFAULT = {"moons": "cd-fixedN128", "digits": "ct-fixedN128"}
+DEFAULT = {"moons": "cd-fixedN128", "digits": "ct-fixedN128", "checkerboard": "cd-fixedN128"}
 
 
 def baselines(sweep: dict[str, Any], data: str) -> list[dict[str, Any]]:

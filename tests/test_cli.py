@@ -253,7 +253,7 @@ def test_distill_smoke(cli, moons_run: Path, tmp_path: Path) -> None:
     # The default recipe picked the objective by the teacher's distance from its noise floor, and said so.
     said = re.search(r"\[distill\] objective (cd|ct): the teacher scores ([\d.]+)× its noise floor", err)
     assert said, err
-    assert student.config.objective == said[1] == ("cd" if float(said[2]) <= 1.5 else "ct")
+    assert student.config.objective == said[1] == ("cd" if float(said[2]) <= 2.5 else "ct")
     assert student.default_sampler == "consistency" and student.default_steps == 2
     assert student.sample(10, seed=0).shape == (10, 2)
 

@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _add_common(p, objective_flag=True)
     d = sub.add_parser("distill", help="a few-step student of a teacher run, by the default recipe", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="A multistep consistency student of a teacher run: fewstep distill --teacher RUN --out DIR --student-steps S. "
-                                   "--objective auto (the default recipe) distils (cd) a teacher within 1.5x of its noise floor and otherwise "
+                                   "--objective auto (the default recipe) distils (cd) a teacher whose 64-step DDIM samples score within 2.5x of their noise floor and otherwise "
                                    "trains (ct) from the teacher's weights, which beats distilling a teacher far from its data (docs/math.md §11).")
     _add_common(d, objective_flag=False)
     d.add_argument("--objective", choices=("auto", "cd", "ct", "mect"), default="auto",
