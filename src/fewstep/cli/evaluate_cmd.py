@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="SWD (points) or FD-classifier (images) on the held-out split, mean ± std over 3 seeds, with the noise floor.")
     p.add_argument("--run", required=True, type=Path, help="run folder")
     p.add_argument("--sampler", type=str_list, help="comma list: ddim, addim, addim:data_free, addim:table:xhat, addim:table:eta=0.25, "
-                   "dpmpp2m, unipc (:t for a grid uniform in t; default log-SNR), heun (EDM grid; heun:t), ancestral, consistency "
+                   "dpmpp2m, unipc (:logsnr for a grid uniform in log-SNR; default uniform in t), heun (EDM grid; heun:t), ancestral, consistency "
                    "(default: the run's own)")
     p.add_argument("--steps", type=int_list, help="comma list of step counts (default: 1,2,4,8,16,64 for a teacher, S for a multistep student, 1,2 for ECT)")
     p.add_argument("-n", dest="count", type=count_int, default=2000, help="samples per seed")
