@@ -42,6 +42,8 @@ def recipes() -> dict[str, tuple[str, dict[str, Any]]]:
             out[f"{data}-mect-S{s}"] = (data, {"objective": "mect", "student_steps": s})
             out[f"{data}-ct-fixedN128-S{s}"] = (data, {"objective": "ct", "student_steps": s, "n0": 128, "n1": 128})
             out[f"{data}-cd-fixedN128-S{s}"] = (data, {"objective": "cd", "student_steps": s, "n0": 128, "n1": 128})
+            out[f"{data}-cd-ddim-fixedN128-S{s}"] = (data, {"objective": "cd", "student_steps": s, "n0": 128, "n1": 128, "teacher_sampler": "ddim"})
+            out[f"{data}-ct-scratch-fixedN128-S{s}"] = (data, {"objective": "ct", "student_steps": s, "n0": 128, "n1": 128, "init": "none"})
             out[f"{data}-mect-x4-S{s}"] = (data, {"objective": "mect", "student_steps": s, "iters": teacher_iters})
         for s in (4, 8):
             out[f"{data}-cd-x4-S{s}"] = (data, {"objective": "cd", "student_steps": s, "iters": teacher_iters})
