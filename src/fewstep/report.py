@@ -135,7 +135,10 @@ def _plot_panel(ax: Any, data: str, metric: str, members: list[RunReport]) -> No
                        label=f"{report.title}: noise floor")
     ax.set_xscale("log")
     ax.set_yscale("log")  # few-step errors span orders of magnitude; near the floor a linear axis hides them
-    ticks = sorted({r["nfe"] for report in members for r in report.rows})
+    ticks: list[int] = []
+    for nfe in sorted({r["nfe"] for report in members for r in report.rows}, reverse=True):
+        if not ticks or nfe < 0.85 * ticks[-1]:  # Heun's 2N − 1 would print 255 over 256 on a log axis
+            ticks.append(nfe)
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("NFE (network evaluations per sample)")
