@@ -1,0 +1,134 @@
+"""Classifier-free guidance as a denoiser wrapper against the closed form of a Gaussian mixture
+(docs/math.md §10): the class-conditional denoiser of gaussians8 is one Gaussian's posterior mean, the
+null class the mixture's, so the guided x̂ is known exactly at every w."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fewstep.data.toys import GaussianMixtureDenoiser
+from fewstep.guidance import Guided, null_like
+from fewstep.param import Prediction
+from fewstep.samplers import SAMPLERS
+from fewstep.schedules import CosineSchedule, make_grid
+
+K = 8
+NULL = K  # the null class
+
+
+class ConditionalMixture:
+    """E[x | z_t, y]: component y's posterior mean for y < K, the mixture's for y = K (the null class).
+    Counts calls and the batch sizes it was called with."""
+
+    def __init__(self) -> None:
+        angles = torch.arange(K) * (2 * torch.pi / K)
+        self.means = 1.41 * torch.stack([angles.cos(), angles.sin()], 1)
+        self.std = 0.0705
+        self.schedule = CosineSchedule()
+        self.mixture = GaussianMixtureDenoiser(self.schedule, self.means, self.std)
+        self.batches: list[int] = []
+
+    def __call__(self, z_t, t, cond=None) -> Prediction:
+        self.batches.append(len(z_t))
+        y = cond["class"]
+        _, m, _ = self.mixture._posterior(z_t, t)                  # [B, K, D] per-component means
+        x_mix = self.mixture(z_t, t).x_hat
+        x_one = m[torch.arange(len(z_t)), y.clamp(max=K - 1)]
+        x_hat = torch.where((y == NULL)[:, None], x_mix, x_one)
+        alpha, sigma = self.schedule.alpha_sigma(t.expand(len(z_t)) if t.ndim == 0 else t)
+        return Prediction(x_hat, (z_t - alpha[:, None] * x_hat) / sigma[:, None])
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def setup():
+    model = ConditionalMixture()
+    z = torch.randn(64, 2, generator=gen(0))
+    t = torch.rand(64, generator=gen(1)) * 0.9 + 0.05
+    y = torch.randint(0, K, (64,), generator=gen(2))
+    return model, z, t, {"class": y}
+
+
+@pytest.mark.parametrize("w", [0.5, 2.0, 4.0])
+def test_guided_x_hat_is_the_closed_form_in_one_batched_call(setup, w):
+    model, z, t, cond = setup
+    x_c = model(z, t, cond).x_hat
+    x_u = model(z, t, {"class": torch.full_like(cond["class"], NULL)}).x_hat
+    model.batches.clear()
+    out = Guided(model, w, {"class": NULL})(z, t, cond)
+    assert model.batches == [2 * len(z)]  # c and null together
+    assert torch.allclose(out.x_hat, x_u + w * (x_c - x_u), atol=1e-6)
+    alpha, sigma = model.schedule.alpha_sigma(t)
+    assert torch.allclose(out.eps_hat, (z - alpha[:, None] * out.x_hat) / sigma[:, None], atol=1e-5)
+
+
+def test_w1_and_w0_are_one_call_and_bit_identical(setup):
+    model, z, t, cond = setup
+    null = {"class": torch.full_like(cond["class"], NULL)}
+    for w, same_as in ((1.0, cond), (0.0, null)):
+        model.batches.clear()
+        out = Guided(model, w, {"class": NULL})(z, t, cond)
+        assert model.batches == [len(z)]
+        reference = model(z, t, same_as)
+        assert torch.equal(out.x_hat, reference.x_hat) and torch.equal(out.eps_hat, reference.eps_hat)
+
+
+def test_guidance_interval_leaves_w_1_outside(setup):
+    model, z, t, cond = setup
+    guided = Guided(model, 3.0, {"class": NULL}, interval=(0.3, 0.7))
+    out = guided(z, t, cond)
+    x_c = model(z, t, cond).x_hat
+    x_u = model(z, t, {"class": torch.full_like(cond["class"], NULL)}).x_hat
+    inside = (t >= 0.3) & (t <= 0.7)
+    assert bool(inside.any()) and bool((~inside).any())
+    assert torch.allclose(out.x_hat[inside], (x_u + 3.0 * (x_c - x_u))[inside], atol=1e-6)
+    assert torch.allclose(out.x_hat[~inside], x_c[~inside], atol=1e-6)
+    model.batches.clear()
+    outside_only = guided(z, torch.full_like(t, 0.9), cond)  # nothing inside: one conditional call, as unguided
+    assert model.batches == [len(z)] and torch.equal(outside_only.x_hat, model(z, torch.full_like(t, 0.9), cond).x_hat)
+
+
+def test_guidance_pushes_samples_outward_and_tightens_them():
+    """DDIM on the guided mixture: w = 0 samples the mixture (each component about 1/8), w = 1 one
+    component, larger w moves samples outward and shrinks their spread (docs/math.md §10's measurements)."""
+    model = ConditionalMixture()
+    y = torch.full((2000,), 3)
+    z = torch.randn(2000, 2, generator=gen(3))
+    ts = make_grid(model.schedule, 64, "t")
+    ddim = SAMPLERS.get("ddim").fn
+    radius, spread = {}, {}
+    for w in (0.0, 1.0, 2.0, 4.0):
+        x = ddim(Guided(model, w, {"class": NULL}), z, ts, cond={"class": y})
+        if w == 0.0:
+            share = ((x - model.means[3]).norm(dim=1) < 0.3).float().mean().item()
+            assert 0.09 < share < 0.17, share
+            continue
+        radius[w], spread[w] = x.norm(dim=1).mean().item(), (x - x.mean(0)).norm(dim=1).pow(2).mean().div(2).sqrt().item()
+    assert abs(radius[1.0] - 1.41) < 0.02 and abs(spread[1.0] - 0.0705) < 0.01, (radius, spread)
+    assert radius[1.0] < radius[2.0] < radius[4.0] and spread[1.0] > spread[2.0] > spread[4.0], (radius, spread)
+
+
+@pytest.mark.parametrize("name", ["ddim", "addim", "dpmpp2m", "unipc", "heun", "ancestral"])
+def test_every_sampler_runs_guided(name):
+    model = ConditionalMixture()
+    z = torch.randn(32, 2, generator=gen(4))
+    steps = 4
+    entry = SAMPLERS.get(name)
+    ts = make_grid(model.schedule, steps, "edm" if name == "heun" else "t")
+    x = entry.fn(Guided(model, 2.0, {"class": NULL}), z, ts, cond={"class": torch.zeros(32, dtype=torch.long)},
+                 generator=gen(5))
+    assert x.shape == z.shape and bool(x.isfinite().all())
+    assert model.batches and all(b == 64 for b in model.batches) and len(model.batches) == entry.nfe(steps)
+
+
+def test_bad_guidance_inputs():
+    model = ConditionalMixture()
+    with pytest.raises(ValueError, match="interval"):
+        Guided(model, 2.0, {"class": NULL}, interval=(0.8, 0.2))
+    with pytest.raises(ValueError, match="needs a condition"):
+        Guided(model, 2.0, {"class": NULL})(torch.zeros(2, 2), torch.tensor(0.5))
+    with pytest.raises(ValueError, match="no null value"):
+        null_like({"text": torch.zeros(2)}, {"class": NULL})
