@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fewstep"
-CORE = [SRC / "schedules", SRC / "param.py", SRC / "cond.py", SRC / "samplers", SRC / "objectives"]
+CORE = [SRC / "schedules", SRC / "param.py", SRC / "cond.py", SRC / "guidance.py", SRC / "samplers", SRC / "objectives"]
 FORBIDDEN = ("fewstep.runs", "fewstep.train", "fewstep.cli")
 
 
