@@ -132,3 +132,46 @@ def test_bad_guidance_inputs():
         Guided(model, 2.0, {"class": NULL})(torch.zeros(2, 2), torch.tensor(0.5))
     with pytest.raises(ValueError, match="no null value"):
         null_like({"text": torch.zeros(2)}, {"class": NULL})
+
+
+# --- conditioning pieces of the teacher (docs/math.md §10) ---------------------------------------
+
+def test_a_missing_class_is_the_null_class():
+    from fewstep.models.embeddings import TimeEmbedding
+
+    emb = TimeEmbedding(16, 8, num_classes=10)
+    t = torch.rand(5, generator=gen(6))
+    assert torch.equal(emb(t, None), emb(t, {"class": torch.full((5,), 10)}))
+    assert not torch.allclose(emb(t, None), emb(t, {"class": torch.zeros(5, dtype=torch.long)}))
+
+
+def test_condition_dropout_replaces_by_the_null_with_probability_p():
+    from fewstep.cond import drop_condition
+
+    cond = {"class": torch.randint(0, 10, (20000,), generator=gen(7))}
+    nulls = {"class": 10}
+    assert drop_condition(cond, 0.0, nulls, gen(8)) is cond and drop_condition(None, 0.5, nulls, gen(8)) is None
+    assert bool((drop_condition(cond, 1.0, nulls, gen(8))["class"] == 10).all())
+    dropped = drop_condition(cond, 0.1, nulls, gen(8))["class"]
+    kept = dropped != 10
+    assert abs((~kept).float().mean().item() - 0.1) < 0.01
+    assert torch.equal(dropped[kept], cond["class"][kept])
+    assert torch.equal(dropped, drop_condition(cond, 0.1, nulls, gen(8))["class"])  # same generator, same draw
+
+
+def test_diffusion_loss_with_all_conditions_dropped_is_the_null_conditioned_loss():
+    from fewstep.models.mlp import MLP
+    from fewstep.objectives.diffusion import DiffusionObjective
+    from fewstep.param import Denoiser
+
+    torch.manual_seed(0)
+    denoiser = Denoiser(MLP(dim=2, width=16, depth=1, num_classes=3), CosineSchedule())
+    x = torch.randn(32, 2, generator=gen(9))
+    cond = {"class": torch.randint(0, 3, (32,), generator=gen(10))}
+    null = {"class": torch.full((32,), 3)}
+    dropped = DiffusionObjective(cond_dropout=1.0, nulls={"class": 3})(denoiser, x, cond, 0, gen(11)).loss
+    as_null = DiffusionObjective()(denoiser, x, null, 0, gen(11)).loss
+    as_given = DiffusionObjective()(denoiser, x, cond, 0, gen(11)).loss
+    assert torch.equal(dropped, as_null) and not torch.equal(dropped, as_given)
+    with pytest.raises(ValueError, match="null value"):
+        DiffusionObjective(cond_dropout=0.1)

@@ -45,3 +45,17 @@ def cond_index(cond: Cond | None, idx: Tensor) -> Cond | None:
 
 def cond_to(cond: Cond | None, device: torch.device | str) -> Cond | None:
     return None if cond is None else {k: v.to(device) for k, v in cond.items()}
+
+
+def drop_condition(cond: Cond | None, p: float, nulls: Mapping[str, int | float], generator: torch.Generator) -> Cond | None:
+    """Condition dropout (docs/math.md §10): each example's condition replaced by the null one with
+    probability ``p``, drawn on the CPU from ``generator`` (so a resumed run draws the same)."""
+    if cond is None or p <= 0.0:
+        return cond
+    batch = len(next(iter(cond.values())))
+    drop = torch.rand(batch, generator=generator) < p
+    out = {}
+    for k, v in cond.items():
+        mask = drop.to(v.device).reshape((batch,) + (1,) * (v.ndim - 1))
+        out[k] = torch.where(mask, torch.full_like(v, nulls[k]), v)
+    return out

@@ -20,17 +20,21 @@ def sinusoidal(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
 class TimeEmbedding(nn.Module):
     """Sinusoidal features → MLP; adds a learned class embedding when ``num_classes`` is set.
 
-    Class ``num_classes`` (one past the last) is the null class for unconditional samples.
+    Class ``num_classes`` (one past the last) is the null class for unconditional samples, and what a
+    call without a ``class`` condition gets: one "no label", not a second one that skips the embedding.
     """
 
     def __init__(self, dim: int, out_dim: int, num_classes: int | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+        self.num_classes = num_classes
         self.class_emb = nn.Embedding(num_classes + 1, out_dim) if num_classes else None
 
     def forward(self, t: Tensor, cond: Cond | None = None) -> Tensor:
         emb = self.mlp(sinusoidal(t, self.dim))  # [B, out_dim]
-        if self.class_emb is not None and cond is not None and "class" in cond:
-            emb = emb + self.class_emb(cond["class"])
+        if self.class_emb is not None:
+            given = cond is not None and "class" in cond
+            labels = cond["class"] if given else torch.full((len(t),), self.num_classes, dtype=torch.long, device=t.device)
+            emb = emb + self.class_emb(labels)
         return emb
