@@ -175,3 +175,24 @@ def test_diffusion_loss_with_all_conditions_dropped_is_the_null_conditioned_loss
     assert torch.equal(dropped, as_null) and not torch.equal(dropped, as_given)
     with pytest.raises(ValueError, match="null value"):
         DiffusionObjective(cond_dropout=0.1)
+
+
+def test_a_class_conditional_teacher_trains_reopens_and_samples_by_class(tmp_path):
+    """--cond class: the backbone gets the data's classes (+ the null), the loop feeds the labels, the run
+    reopens from its folder and samples of different classes differ; without a class it samples the null."""
+    import fewstep
+    from fewstep.errors import UserError
+    from fewstep.runs import train
+    from fewstep.runs.config import TrainConfig, override, preset_for
+
+    config = override(preset_for("digits", "images"), iters=30, batch=32, eval_samples=20, ckpt_every=1000, log_every=10,
+                       model_width=32, cond="class", cond_dropout=0.2)
+    train(config, tmp_path / "cond", progress=False)
+    run = fewstep.load(tmp_path / "cond", device="cpu")
+    assert run.denoiser.backbone.time.class_emb.num_embeddings == 11
+    threes = run.sample_tensor(16, steps=4, seed=0, cond={"class": torch.full((16,), 3)})
+    sevens = run.sample_tensor(16, steps=4, seed=0, cond={"class": torch.full((16,), 7)})
+    null = run.sample_tensor(16, steps=4, seed=0)
+    assert not torch.allclose(threes, sevens) and torch.equal(null, run.sample_tensor(16, steps=4, seed=0, cond={"class": torch.full((16,), 10)}))
+    with pytest.raises(UserError, match="labelled data"):
+        train(TrainConfig(data="moons", iters=2, cond="class"), tmp_path / "moons", progress=False)

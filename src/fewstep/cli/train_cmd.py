@@ -46,6 +46,10 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--model", choices=("mlp", "unet"), help="backbone (preset: mlp for points, unet for images)")
     p.add_argument("--width", type=positive_int, help="backbone width (MLP units / UNet base channels)")
     p.add_argument("--dropout", type=unit_float, help="dropout rate")
+    p.add_argument("--cond", choices=("none", "class"), help="class: a class-conditional teacher on the data's labels "
+                   "(digits, mnist; the null class is K); none (default for now): unconditional")
+    p.add_argument("--cond-dropout", type=unit_float, help="while training a conditional teacher, replace an example's "
+                   "label by the null class with this probability (default 0.1)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of weights, data order and noise (offset per rank under torchrun)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (it must exist)")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
@@ -161,7 +165,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
         base, iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
         precision=args.precision, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
         log_every=args.log_every, eval_samples=args.eval_samples, max_bad_steps=args.max_bad_steps,
-        data_loader=args.data_loader, workers=args.workers,
+        data_loader=args.data_loader, workers=args.workers, cond=args.cond, cond_dropout=args.cond_dropout,
         model_name=args.model, model_width=args.width, model_dropout=args.dropout,
     ), dataset
 
@@ -177,7 +181,7 @@ def run(args: argparse.Namespace) -> None:
         # Build once before touching the folder, so a bad flag leaves an existing run as it was.
         from ..runs.build import build_backbone
 
-        build_backbone(config, dataset.shape)
+        build_backbone(config, dataset.shape, dataset.num_classes)
         if args.overwrite and args.out.exists():
             remove_run(args.out)
     if getattr(args, "restarted", False):

@@ -57,6 +57,9 @@ def import_class(path: str) -> type:
 
 
 def build_backbone(config: TrainConfig, shape: Sequence[int], num_classes: int | None = None) -> nn.Module:
+    """The backbone ``config.model`` names for examples of ``shape``; class-conditional on the data's
+    ``num_classes`` labels when ``config.cond`` is "class" (one more class embedding row is the null)."""
+    num_classes = conditional_classes(config, num_classes)
     m = config.model
     if ":" in m.name:
         try:
@@ -64,6 +67,17 @@ def build_backbone(config: TrainConfig, shape: Sequence[int], num_classes: int |
         except TypeError as exc:
             raise UserError(f"{m.name}(**{m.kwargs}) failed ({exc})", arg="model") from None
     return BACKBONES.get(m.name, arg="model")(m, shape, num_classes)
+
+
+def conditional_classes(config: TrainConfig, num_classes: int | None) -> int | None:
+    """The class count the backbone is conditioned on: the data's when ``config.cond`` is "class"."""
+    if config.cond == "none":
+        return None
+    if config.cond != "class":
+        raise UserError(f"expected none or class, got {config.cond!r}", arg="cond")
+    if not num_classes:
+        raise UserError(f"class conditioning needs labelled data; {config.data!r} has no labels", arg="cond")
+    return num_classes
 
 
 def build_denoiser(config: TrainConfig, shape: Sequence[int], num_classes: int | None = None) -> Denoiser:

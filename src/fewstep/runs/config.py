@@ -39,6 +39,8 @@ class TrainConfig:
     data_loader: str = "auto"               # memory | stream | auto (stream above 1 GiB); built-ins: memory
     workers: int = 2                        # DataLoader processes decoding streamed data
     objective: str = "diffusion"
+    cond: str = "none"                      # "none" | "class": a class-conditional backbone on the data's labels
+    cond_dropout: float = 0.1               # P(label → null class) while training a conditional teacher (§10)
     model: ModelConfig = field(default_factory=ModelConfig)
     prediction: str = "v"                  # what the backbone predicts: v | eps | x
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "cosine"})

@@ -50,7 +50,7 @@ def rebuild_denoiser(config: TrainConfig, card: RunCard, *, backbone: nn.Module 
         raise UserError(f"this run's backbone {card.backbone.cls} cannot be rebuilt by fewstep (its constructor arguments "
                         "are unknown); pass an instance: fewstep.load(run, backbone=...)", arg=arg)
     try:
-        return build_denoiser(config, card.data_shape)
+        return build_denoiser(config, card.data_shape, card.num_classes)
     except (UserError, TypeError, ValueError, KeyError) as exc:  # e.g. a user's class not importable here
         raise UserError(f"cannot build the backbone this run's config.json describes ({UserError.reason(exc)})", arg=arg) from None
 

@@ -32,7 +32,9 @@ class Composed:
 @OBJECTIVES.register("diffusion")
 def _diffusion(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
     # Its quick evaluation samples with DDIM at eval_steps; the run's own sampler is DDIM at 64 steps.
-    return DiffusionObjective(config.eta, sampler_steps=config.eval_steps), {"sampler": SamplerSpec("ddim", DIFFUSION_STEPS)}
+    dropout = {"cond_dropout": config.cond_dropout, "nulls": {"class": dataset.num_classes}} if config.cond == "class" else {}
+    return (DiffusionObjective(config.eta, sampler_steps=config.eval_steps, **dropout),
+            {"sampler": SamplerSpec("ddim", DIFFUSION_STEPS)})
 
 
 def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:

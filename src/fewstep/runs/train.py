@@ -62,7 +62,7 @@ def train(
         config, recipe = describe_student(config, student, dataset)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank
-    denoiser = (student or build_denoiser(config, dataset.shape)).to(device)
+    denoiser = (student or build_denoiser(config, dataset.shape, dataset.num_classes)).to(device)
     if ckpt is not None:
         check_resumable(ckpt, denoiser.backbone)
     composed = make_objective(config, dataset, device, denoiser, teacher=teacher)
@@ -77,15 +77,23 @@ def train(
         label=f"train {config.objective}",
     )
     evaluate = lambda ema: quick_eval(ema, dataset, config.eval_samples, composed.objective.sampler)  # noqa: E731
+    labelled = config.cond == "class"
     if isinstance(dataset.train, LazyExamples):  # streamed from disk, from the step this call starts at
+        if labelled:
+            raise UserError("class conditioning reads labels from memory; streamed data sets are not supported yet", arg="cond")
         batches: BatchSource = StreamBatches(dataset.train, config.batch, seed=config.seed, start=ckpt.step if ckpt else 0,
                                              workers=config.workers, rank=dist.rank(), world=dist.world_size(), device=device)
     else:
-        batches = RandomBatches(Batch(dataset.train), config.batch, device)
+        batches = RandomBatches(Batch(dataset.train, class_cond(dataset.train_labels) if labelled else None), config.batch, device)
     fit(denoiser, composed.objective, batches, workdir, settings,
-        device=device, config=config.to_dict(), card=card.to_dict(), heldout=Batch(dataset.heldout),
+        device=device, config=config.to_dict(), card=card.to_dict(), heldout=Batch(dataset.heldout, class_cond(dataset.heldout_labels) if labelled else None),
         resume=ckpt, evaluate=evaluate, stop_after=stop_after, progress=progress)
     return workdir
+
+
+def class_cond(labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The condition of labelled examples: ``{"class": labels}`` (int64)."""
+    return {"class": torch.as_tensor(labels).long()}
 
 
 def describe_student(config: TrainConfig, student: Denoiser, dataset: Dataset) -> tuple[TrainConfig, BackboneRecipe | None]:
@@ -101,14 +109,14 @@ def describe_student(config: TrainConfig, student: Denoiser, dataset: Dataset) -
         return dataclasses.replace(config, model=ModelConfig(name=describe_class(module))), BackboneRecipe(describe_class(module), None)
     path, kwargs = found
     config = dataclasses.replace(config, model=ModelConfig(name=path, kwargs=kwargs))
-    check_rebuilds(module, build_backbone(config, dataset.shape), f"{path}(**{kwargs})")
+    check_rebuilds(module, build_backbone(config, dataset.shape, dataset.num_classes), f"{path}(**{kwargs})")
     return config, BackboneRecipe(path, kwargs)
 
 
 def _built_by(config: TrainConfig, module: torch.nn.Module, dataset: Dataset) -> bool:
     """Whether ``config.model`` builds a module of ``module``'s class and layout for this data."""
     try:
-        built = build_backbone(config, dataset.shape)
+        built = build_backbone(config, dataset.shape, dataset.num_classes)
     except UserError:  # e.g. a unet config on points: the given module is something else
         return False
     return type(built) is type(module) and not layout_difference(built.state_dict(), module.state_dict())
