@@ -192,7 +192,36 @@ def test_a_class_conditional_teacher_trains_reopens_and_samples_by_class(tmp_pat
     assert run.denoiser.backbone.time.class_emb.num_embeddings == 11
     threes = run.sample_tensor(16, steps=4, seed=0, cond={"class": torch.full((16,), 3)})
     sevens = run.sample_tensor(16, steps=4, seed=0, cond={"class": torch.full((16,), 7)})
-    null = run.sample_tensor(16, steps=4, seed=0)
-    assert not torch.allclose(threes, sevens) and torch.equal(null, run.sample_tensor(16, steps=4, seed=0, cond={"class": torch.full((16,), 10)}))
+    assert not torch.allclose(threes, sevens)
+    balanced = run.sample_tensor(20, steps=4, seed=0)  # no class given: every class in turn
+    assert torch.equal(balanced, run.sample_tensor(20, steps=4, seed=0, cond={"class": torch.arange(20) % 10}))
+    assert torch.equal(run.sample_tensor(16, steps=4, seed=0, classes=[3]), threes)
+    # w = 1 is the conditional model bit for bit; w = 0 the null class; w = 2 neither.
+    assert torch.equal(run.sample_tensor(16, steps=4, seed=0, classes=[3], guidance=1.0), threes)
+    nulls = run.sample_tensor(16, steps=4, seed=0, cond={"class": torch.full((16,), 10)})
+    assert torch.equal(run.sample_tensor(16, steps=4, seed=0, classes=[3], guidance=0.0), nulls)
+    guided = run.sample_tensor(16, steps=4, seed=0, classes=[3], guidance=2.0)
+    assert not torch.allclose(guided, threes) and not torch.allclose(guided, nulls)
     with pytest.raises(UserError, match="labelled data"):
         train(TrainConfig(data="moons", iters=2, cond="class"), tmp_path / "moons", progress=False)
+    with pytest.raises(UserError, match="classes are 0…9"):
+        run.sample_tensor(4, steps=2, classes=[10])
+
+
+def test_sample_cli_writes_the_labels_asked_for_and_refuses_guidance_without_classes(tmp_path, cli, moons_run):
+    import numpy as np
+
+    from fewstep.runs import train
+    from fewstep.runs.config import override, preset_for
+
+    config = override(preset_for("digits", "images"), iters=20, batch=32, eval_samples=20, ckpt_every=1000, model_width=32, cond="class")
+    train(config, tmp_path / "cond", progress=False)
+    code, out, err = cli("sample", "--run", tmp_path / "cond", "--out", tmp_path / "s.npz", "-n", "6", "--steps", "2",
+                         "--class", "2,5", "--guidance", "1.5")
+    assert code == 0, err
+    saved = np.load(tmp_path / "s.npz")
+    assert saved["labels"].tolist() == [2, 5, 2, 5, 2, 5] and float(saved["guidance"]) == 1.5 and saved["samples"].shape[0] == 6
+    code, out, err = cli("sample", "--run", moons_run, "--out", tmp_path / "m.npz", "-n", "4", "--guidance", "2")
+    assert code == 2 and "--guidance" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "m.npz").exists()
+    code, out, err = cli("sample", "--run", moons_run, "--out", tmp_path / "m.npz", "-n", "4", "--class", "1")
+    assert code == 2 and "--class" in err and not (tmp_path / "m.npz").exists()

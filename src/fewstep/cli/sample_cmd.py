@@ -10,7 +10,7 @@ from ..errors import UserError
 from ..io import check_writable, save_npz, save_png
 from ..samplers import SAMPLERS, format_sampler
 from ..samplers.spec import text_choices
-from .args import count_int, positive_int, seed_int, steps_int
+from .args import count_int, int_list, non_negative_float, positive_int, seed_int, steps_int
 
 
 
@@ -27,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, help="samples per batch (memory stays flat in -n)")
     p.add_argument("--png", type=Path, help="PNG file: an image grid, or a scatter plot for 2D points")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available, else CPU")
+    p.add_argument("--class", dest="classes", type=int_list, help="a class-conditional run: comma list of class indices "
+                   "sampled in turn (default: every class, balanced); the .npz holds them as 'labels'")
+    p.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance weight w (1: the conditional model, "
+                   "0: the unconditional one; each step then costs 2 network calls)")
     p.add_argument("--clip-x", action="store_true", help="clip x̂ to [-1, 1] (images only)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
@@ -43,9 +47,15 @@ def run(args: argparse.Namespace) -> None:
     if args.clip_x and model.normaliser.kind != "images":
         raise UserError("--clip-x: only for images; this run's data are points")
     spec = model.spec(args.sampler, args.steps, variance=args.variance)
-    samples = model.sample(args.count, sampler=spec, seed=args.seed, batch_size=args.batch_size, clip_x=args.clip_x)
+    cond = model.class_cond(args.count, args.classes)
+    model.guided(args.guidance)  # a bad weight or an unconditional run fails here, before sampling
+    samples = model.sample(args.count, sampler=spec, seed=args.seed, batch_size=args.batch_size, clip_x=args.clip_x,
+                           cond=cond, guidance=args.guidance)
     sampler, steps = format_sampler(spec), spec.steps
-    save_npz(out, samples=samples, sampler=np.array(sampler), steps=np.array(steps), seed=np.array(args.seed))
+    labels = {} if cond is None else {"labels": cond["class"].numpy()}
+    guidance = {} if args.guidance is None else {"guidance": np.array(args.guidance)}
+    save_npz(out, samples=samples, sampler=np.array(sampler), steps=np.array(steps), seed=np.array(args.seed),
+             **labels, **guidance)
     if png is not None:
         save_png(png, samples, model.normaliser.kind, title=f"{sampler}, {steps} steps")
     print(f"{len(samples)} samples ({sampler}, {steps} steps) written to {out}" + (f" and {png}" if png else ""))

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from ..cond import Cond
-from ..param import Denoiser
+from ..errors import UserError
+from ..guidance import Guided
+from ..param import Denoiser, DenoiserLike
 from ..samplers import SamplerSpec, parse_sampler, resolve_variance
 from ..samplers.addim import run_defaults
 from ..samplers.spec import text_option
@@ -32,6 +35,35 @@ class Run:
         self.denoiser: Denoiser = denoiser
         self.shape = tuple(card.data_shape)
         self.normaliser = card.normaliser
+
+    @property
+    def num_classes(self) -> int | None:
+        """K for a class-conditional run (its null class is K), else None."""
+        return self.card.num_classes if self.config.cond == "class" else None
+
+    def class_cond(self, n: int, classes: Sequence[int] | None = None) -> Cond | None:
+        """The condition of ``n`` samples of ``classes`` in turn (default: every class, balanced); None for
+        an unconditional run."""
+        k = self.num_classes
+        if k is None:
+            if classes:
+                raise UserError("this run is not class-conditional (trained without --cond class)", arg="class")
+            return None
+        labels = list(range(k)) if not classes else [int(c) for c in classes]
+        bad = [c for c in labels if not 0 <= c < k]
+        if bad:
+            raise UserError(f"classes are 0…{k - 1} for this run, got {bad}", arg="class")
+        return {"class": torch.tensor(labels, dtype=torch.long)[torch.arange(n) % len(labels)]}
+
+    def guided(self, guidance: float | None, interval: tuple[float, float] | None = None) -> DenoiserLike:
+        """The run's denoiser, guided at ``guidance`` = w (docs/math.md §10) when given."""
+        if guidance is None:
+            return self.denoiser
+        if self.num_classes is None:
+            raise UserError("guidance needs a class-conditional run (trained with --cond class)", arg="guidance")
+        if guidance < 0:
+            raise UserError(f"expected a guidance weight ≥ 0, got {guidance}", arg="guidance")
+        return Guided(self.denoiser, guidance, {"class": self.num_classes}, interval)
 
     @property
     def is_student(self) -> bool:
@@ -85,13 +117,17 @@ class Run:
     def sample_tensor(
         self, n: int, *, steps: int | None = None, sampler: str | SamplerSpec | None = None, seed: int = 0,
         variance: str | None = None, batch_size: int | None = None, clip_x: bool = False, final: str | None = None,
-        cond: Cond | None = None,
+        cond: Cond | None = None, classes: Sequence[int] | None = None, guidance: float | None = None,
+        interval: tuple[float, float] | None = None,
     ) -> Tensor:
-        """``n`` samples in model units (standardised points, images in [−1, 1])."""
+        """``n`` samples in model units (standardised points, images in [−1, 1]). A class-conditional run
+        samples ``cond``, else ``classes`` in turn, else every class balanced; ``guidance`` = w guides it
+        (2 network calls per step, docs/math.md §10)."""
         spec = self.spec(sampler, steps, variance=variance, final=final)
         resolved = SamplerSpec(spec.name, spec.steps, self.sampler_options(spec))
-        return generate(self.denoiser, n, self.shape, resolved, seed=seed, device=self.device, batch_size=batch_size,
-                        cond=cond, clip_x=clip_x)
+        cond = cond if cond is not None else self.class_cond(n, classes)
+        return generate(self.guided(guidance, interval), n, self.shape, resolved, seed=seed, device=self.device,
+                        batch_size=batch_size, cond=cond, clip_x=clip_x)
 
     def sample(self, n: int, **kwargs: Any) -> np.ndarray:
         """``n`` samples in the data's own units: points un-standardised, images uint8 [N, H, W, C]."""
