@@ -225,3 +225,44 @@ def test_sample_cli_writes_the_labels_asked_for_and_refuses_guidance_without_cla
     assert code == 2 and "--guidance" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "m.npz").exists()
     code, out, err = cli("sample", "--run", moons_run, "--out", tmp_path / "m.npz", "-n", "4", "--class", "1")
     assert code == 2 and "--class" in err and not (tmp_path / "m.npz").exists()
+
+
+def test_cd_from_a_guided_teacher_takes_v_t_from_the_conditional_output(setup):
+    """The teacher estimate is x̂_w, aDDIM's v_t = η‖x − x̂_c‖²/d from the conditional one ([MCM] App. A.1)."""
+    from fewstep.objectives.multistep import MultistepObjective, segment_times
+    from fewstep.param import expand_like
+    from fewstep.samplers import addim_step
+
+    model, z, _, cond = setup
+    x = torch.randn(64, 2, generator=gen(12))
+    times = segment_times(torch.randint(0, 2, (64,), generator=gen(13)), torch.randint(1, 5, (64,), generator=gen(14)), 2, 4)
+    alpha, sigma = (expand_like(a, x) for a in model.schedule.alpha_sigma(times.t))
+    z_t = alpha * x + sigma * z
+    guided = Guided(model, 2.5, {"class": NULL})
+    pred = guided(z_t, times.t, cond)
+    z_s = MultistepObjective(guided, 2, iters=1, eta=0.75).teacher_step(model.schedule, x, z_t, times, cond)
+    v_c = 0.75 * (pred.x_hat_cond - x).pow(2).mean(1)
+    assert torch.allclose(z_s, addim_step(model.schedule, pred.x_hat, z_t, times.t, times.s, v_c), atol=1e-6)
+    v_w = 0.75 * (pred.x_hat - x).pow(2).mean(1)
+    assert not torch.allclose(z_s, addim_step(model.schedule, pred.x_hat, z_t, times.t, times.s, v_w), atol=1e-4)
+
+
+def test_a_student_of_a_guided_teacher_samples_unguided_in_s_calls(tmp_path, cli):
+    import fewstep
+    from fewstep.errors import UserError
+    from fewstep.runs import train
+    from fewstep.runs.config import override, preset_for
+
+    config = override(preset_for("digits", "images"), iters=20, batch=32, eval_samples=20, ckpt_every=1000, model_width=32, cond="class")
+    train(config, tmp_path / "teacher", progress=False)
+    code, _, err = cli("distill", "--teacher", tmp_path / "teacher", "--out", tmp_path / "student", "--student-steps", "2",
+                       "--iters", "5", "--batch", "16", "--eval-samples", "10", "--guidance", "2", "--no-progress")
+    assert code == 0, err
+    student = fewstep.load(tmp_path / "student", device="cpu")
+    assert student.config.objective == "cd" and student.card.hyper["guidance"] == 2.0 and student.num_classes == 10
+    assert student.sample_tensor(8, classes=[4]).shape == (8, 1, 8, 8)
+    with pytest.raises(UserError, match="distilled from its teacher guided at w = 2"):
+        student.sample_tensor(8, classes=[4], guidance=2.0)
+    code, _, err = cli("distill", "--teacher", tmp_path / "teacher", "--out", tmp_path / "ct", "--objective", "ct",
+                       "--student-steps", "2", "--iters", "2", "--guidance", "2", "--no-progress")
+    assert code == 2 and "--guidance" in err and not (tmp_path / "ct" / "checkpoint.json").exists()

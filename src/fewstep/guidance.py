@@ -52,4 +52,4 @@ class Guided:
         w = expand_like(torch.where(inside, self.w, 1.0).to(x_c.dtype), x_c)
         x_w = x_u + w * (x_c - x_u)
         alpha, sigma = (expand_like(a, z_t) for a in self.schedule.alpha_sigma(t))
-        return Prediction(x_w, (z_t - alpha * x_w) / sigma)
+        return Prediction(x_w, (z_t - alpha * x_w) / sigma, x_hat_cond=x_c)

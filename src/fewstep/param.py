@@ -31,6 +31,7 @@ PREDICTION_TYPES = ("v", "eps", "x")
 class Prediction:
     x_hat: Tensor    # [B, ...] estimate of E[x | z_t]
     eps_hat: Tensor  # [B, ...] the matching noise estimate, ε̂ = (z_t − α_t x̂)/σ_t
+    x_hat_cond: Tensor | None = None  # a guided prediction's conditional x̂_c (aDDIM's v_t, docs/math.md §10)
 
 
 class DenoiserLike(Protocol):

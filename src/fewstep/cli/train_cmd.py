@@ -20,7 +20,7 @@ from .args import (at_least_one_float, bounded_int, count_int, finite_float, non
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 # TrainConfig fields set by the student flags of the same name (--student-steps → student_steps)
-STUDENT_FIELDS = ("student_steps", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
+STUDENT_FIELDS = ("student_steps", "guidance", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
                   "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting")
 
 
@@ -80,6 +80,8 @@ def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -
     g.add_argument("--teacher", help="teacher run folder (cd; ct, ect, mect start from it unless --init none); 'ideal' for gaussians8's exact denoiser")
     g.add_argument("--student-steps", type=steps_int, default=d.student_steps, help="S: student sampling steps (segments) of cd, ct, mect")
     g.add_argument("--init", choices=("teacher", "none"), default=None, help="start from the teacher's weights, or from scratch (default: teacher when there is a teacher run)")
+    g.add_argument("--guidance", type=non_negative_float, default=d.guidance, help="cd: distil the teacher guided at this "
+                   "weight w (a class-conditional teacher; the student samples with S calls and no guidance)")
     g.add_argument("--teacher-sampler", choices=("addim", "ddim", "dpm2"), default=d.teacher_sampler, help="the teacher's small ODE step (cd)")
     g.add_argument("--n0", type=positive_int, default=d.n0, help="N_0: teacher discretisation at the start")
     g.add_argument("--n1", type=positive_int, default=d.n1, help="N_1: teacher discretisation after annealing")
@@ -125,6 +127,8 @@ def _student_base(args: argparse.Namespace) -> TrainConfig:
     from ..runs.folder import read_run
 
     teacher = read_run(args.teacher, arg="teacher")[0]
+    if args.objective == "auto" and args.guidance is not None:
+        args.objective = "cd"  # a guided teacher is distilled; CT has no teacher estimate to guide
     if args.objective == "auto":
         from ..runs import load
         from ..runs.teachers import default_objective

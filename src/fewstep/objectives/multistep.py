@@ -120,12 +120,15 @@ class MultistepObjective(ObjectiveBase):
         """z_s from z_t: aDDIM, DDIM or DPM-Solver++(2S) with the teacher's x̂ (CD), or exactly α_s x + σ_s ε (CT)."""
         if self.teacher is None:
             return ddim_step(schedule, x, z_t, times.t, times.s)
-        x_tch = self.teacher(z_t, times.t, cond).x_hat
+        pred = self.teacher(z_t, times.t, cond)
+        x_tch = pred.x_hat
         if self.teacher_sampler == "dpm2":  # second order, two teacher calls (docs/math.md §5: any deterministic integrator)
             return midpoint_step(self.teacher, z_t, times.t, times.s, x_tch, cond)
         if self.teacher_sampler == "ddim":
             return ddim_step(schedule, x_tch, z_t, times.t, times.s)
-        v_t = self.eta * per_example_mean((x_tch - x).square())  # docs/math.md §4 (a)
+        # docs/math.md §4 (a); of a guided teacher, from its conditional output (§10, [MCM] App. A.1)
+        x_var = x_tch if pred.x_hat_cond is None else pred.x_hat_cond
+        v_t = self.eta * per_example_mean((x_var - x).square())
         return addim_step(schedule, x_tch, z_t, times.t, times.s, v_t)
 
     def sample_times(self, batch: int, step: int, generator: torch.Generator) -> SegmentTimes:

@@ -65,6 +65,7 @@ class TrainConfig:
     teacher: str = ""                       # teacher run folder, or "ideal" (gaussians8's exact denoiser)
     student_steps: int = 4                  # S
     init: str = "teacher"                   # "teacher" | "none"
+    guidance: float | None = None           # cd: distil the teacher guided at this w (docs/math.md §10)
     teacher_sampler: str = "addim"          # "addim" | "ddim" | "dpm2" (DPM-Solver++(2S): two teacher calls)
     n0: int = 128                           # N_0; fixed N = 128 (N_0 = N_1) measured better than the
     n1: int = 128                           # paper's 64 → 1280 anneal for short runs (docs/math.md §5)
@@ -127,7 +128,7 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 # Fields only a student's objective reads; a diffusion teacher is the same run whatever they hold.
-STUDENT_ONLY = ("teacher", "student_steps", "init", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
+STUDENT_ONLY = ("teacher", "student_steps", "init", "guidance", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
                 "ect_p_mean", "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting", "ect_c")
 
 

@@ -9,6 +9,7 @@ import torch
 
 from ..data import Dataset
 from ..errors import UserError
+from ..guidance import Guided
 from ..objectives import DiffusionObjective, ECTObjective, MultistepECTObjective, MultistepObjective, Objective
 from ..param import DenoiserLike
 from ..registry import Registry
@@ -38,13 +39,21 @@ def _diffusion(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple
 
 
 def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
+    guided = {}
+    teacher_denoiser = teacher.denoiser
+    if config.guidance is not None:  # distil the guided teacher (docs/math.md §10): one student per w
+        if config.objective != "cd" or config.cond != "class":
+            raise UserError("--guidance distils a guided class-conditional teacher: --objective cd with a teacher "
+                            "trained with --cond class", arg="guidance")
+        teacher_denoiser = Guided(teacher.denoiser, config.guidance, {"class": dataset.num_classes})
+        guided = {"hyper": {"guidance": config.guidance}}
     objective = MultistepObjective(
-        teacher.denoiser if config.objective == "cd" else None, config.student_steps, iters=config.iters,
+        teacher_denoiser if config.objective == "cd" else None, config.student_steps, iters=config.iters,
         n0=config.n0, n1=config.n1, anneal_frac=config.anneal_frac, teacher_sampler=config.teacher_sampler,
         eta=config.eta, huber_c=config.huber_c, weighting=config.weighting,
     )
     return objective, {"student_steps": config.student_steps, "sampler": objective.sampler,
-                       "n_schedule": {"n0": config.n0, "n1": config.n1, "anneal_frac": config.anneal_frac}}
+                       "n_schedule": {"n0": config.n0, "n1": config.n1, "anneal_frac": config.anneal_frac}, **guided}
 
 
 OBJECTIVES.register("cd")(_multistep)

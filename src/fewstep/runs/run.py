@@ -61,6 +61,10 @@ class Run:
             return self.denoiser
         if self.num_classes is None:
             raise UserError("guidance needs a class-conditional run (trained with --cond class)", arg="guidance")
+        distilled_at = self.card.hyper.get("guidance")
+        if distilled_at is not None:
+            raise UserError(f"this student was distilled from its teacher guided at w = {distilled_at:g} and samples "
+                            "without guidance", arg="guidance")
         if guidance < 0:
             raise UserError(f"expected a guidance weight ≥ 0, got {guidance}", arg="guidance")
         return Guided(self.denoiser, guidance, {"class": self.num_classes}, interval)
