@@ -125,7 +125,7 @@ def test_constant_column_stays_finite(tmp_path: Path) -> None:
 @pytest.mark.parametrize("key", ["x", "data", "samples", "only"])
 def test_user_npz(tmp_path: Path, key: str) -> None:
     arr = np.random.default_rng(0).normal(size=(40, 2)).astype(np.float32)
-    extra = {} if key == "only" else {"labels": np.zeros(40)}
+    extra = {} if key == "only" else {"labels": np.zeros(40, dtype=np.int64)}  # read as one class
     np.savez(tmp_path / "d.npz", **{key: arr}, **extra)
     ds = load_dataset(str(tmp_path / "d.npz"))
     assert ds.kind == "points" and ds.shape == (2,)

@@ -266,3 +266,26 @@ def test_a_student_of_a_guided_teacher_samples_unguided_in_s_calls(tmp_path, cli
     code, _, err = cli("distill", "--teacher", tmp_path / "teacher", "--out", tmp_path / "ct", "--objective", "ct",
                        "--student-steps", "2", "--iters", "2", "--guidance", "2", "--no-progress")
     assert code == 2 and "--guidance" in err and not (tmp_path / "ct" / "checkpoint.json").exists()
+
+
+def test_npz_labels_are_read_and_checked(tmp_path):
+    import numpy as np
+
+    from fewstep.data import load_dataset
+    from fewstep.errors import UserError
+
+    x = np.random.default_rng(0).normal(size=(60, 2))
+    good = np.arange(60) % 3
+    np.savez(tmp_path / "good.npz", x=x, labels=good)
+    data = load_dataset(str(tmp_path / "good.npz"))
+    assert data.num_classes == 3 and len(data.train_labels) + len(data.heldout_labels) == 60
+    assert sorted(set(data.train_labels.tolist())) == [0, 1, 2]
+    np.savez(tmp_path / "plain.npz", x=x)
+    assert load_dataset(str(tmp_path / "plain.npz")).num_classes is None
+    cases = {"short": (good[:-1], "one integer per example"), "float": (good.astype(float), "must be integers"),
+             "negative": (good - 1, "≥ 0"), "gap": (np.where(good == 1, 2, good), "classes \\[1\\] have no examples")}
+    for name, (labels, message) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", x=x, labels=labels)
+        with pytest.raises(UserError, match=message) as info:
+            load_dataset(str(tmp_path / f"{name}.npz"))
+        assert info.value.arg == "data"

@@ -13,7 +13,7 @@ import torch
 from ..errors import UserError
 from ..schedules import Schedule
 from .dataset import Dataset, Normaliser, heldout_split, make_dataset
-from .files import IMAGE_SUFFIXES, check_real, image_range, read_array, read_image_folder, to_nchw
+from .files import IMAGE_SUFFIXES, check_real, image_range, read_array, read_image_folder, read_labels, to_nchw
 from .stream import ImageFolderSource, LazyExamples, NpySource, Source, scan
 from .toys import TOYS, GaussianMixtureDenoiser, gaussians8_means, gaussians8_moments, GAUSSIANS8_STD
 
@@ -56,9 +56,9 @@ def _mnist() -> Dataset:
     return _images("mnist", images, y)
 
 
-def _from_array(arr: np.ndarray, source: str, nchw: bool = False) -> Dataset:
+def _from_array(arr: np.ndarray, source: str, nchw: bool = False, labels: np.ndarray | None = None) -> Dataset:
     """Points [N, D] or images from an array; ``nchw``: images already [N, C, H, W] (an image folder), so
-    the layout rule for 4-D arrays does not apply."""
+    the layout rule for 4-D arrays does not apply; ``labels``: checked class indices, one per example."""
     if arr.ndim == 0 or arr.size == 0 or len(arr) < 2:
         raise UserError(f"{source} is empty or has fewer than 2 examples (shape {list(arr.shape)})", arg="data")
     check_real(arr, source)
@@ -80,9 +80,9 @@ def _from_array(arr: np.ndarray, source: str, nchw: bool = False) -> Dataset:
                             "rescale the data", arg="data")
         std = np.where(std > 0, std, 1.0)  # a constant column stays constant rather than dividing by 0
         normaliser = Normaliser("points", tuple(map(float, mean)), tuple(map(float, std)))
-        return make_dataset(name, normaliser.to_model(x), normaliser, fraction=0.1, max_heldout=5000)
+        return make_dataset(name, normaliser.to_model(x), normaliser, labels, fraction=0.1, max_heldout=5000)
     images = arr if nchw else to_nchw(arr, source)
-    return _images(name, images, None, image_range(images, source))
+    return _images(name, images, labels, image_range(images, source))
 
 
 STREAM_ABOVE = 1 << 30  # "auto" streams data that would take more than this many bytes in memory (float32)
@@ -115,7 +115,9 @@ def load_dataset(name_or_path: str, loader: str = "memory") -> Dataset:
         return _from_array(read_image_folder(path), str(path), nchw=True)
     if path.suffix.lower() not in (".npy", ".npz"):
         raise UserError(f"{path} has suffix {path.suffix!r}; expected .npy, .npz or a folder of images", arg="data")
-    return _from_array(read_array(path), str(path))
+    arr = read_array(path)
+    has_examples = arr.ndim > 0 and len(arr) >= 2  # else _from_array says what is wrong with the array itself
+    return _from_array(arr, str(path), labels=read_labels(path, len(arr)) if path.suffix.lower() == ".npz" and has_examples else None)
 
 
 def _bytes_in_memory(path: Path) -> int:

@@ -41,6 +41,32 @@ def read_array(path: Path) -> np.ndarray:
     return member
 
 
+def read_labels(path: Path, n: int) -> np.ndarray | None:
+    """The ``labels`` array of an .npz, if it has one: integers 0…K−1, one per example, every class with at
+    least one example (K = max + 1); None without one."""
+    loaded = np.load(path, allow_pickle=False)  # read_array opened it already: it loads
+    if isinstance(loaded, np.ndarray):  # an .npy under an .npz name holds one array, no labels
+        return None
+    with loaded:
+        if "labels" not in loaded.files:
+            return None
+        try:
+            labels = loaded["labels"]
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"cannot read array 'labels' of {path} ({type(exc).__name__}: {exc})", arg="data") from None
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or len(labels) != n:
+        shape = list(labels.shape) if isinstance(labels, np.ndarray) else "not an array"
+        raise UserError(f"{path}: 'labels' must be one integer per example ({n}), got shape {shape}", arg="data")
+    if labels.dtype.kind not in "iu":
+        raise UserError(f"{path}: 'labels' must be integers, got {labels.dtype}", arg="data")
+    if labels.min() < 0:
+        raise UserError(f"{path}: 'labels' must be class indices ≥ 0, got {int(labels.min())}", arg="data")
+    empty = sorted(set(range(int(labels.max()) + 1)) - set(labels.tolist()))
+    if empty:
+        raise UserError(f"{path}: classes {empty[:5]} have no examples; labels must be 0…K−1 with every class present", arg="data")
+    return labels.astype(np.int64)
+
+
 def to_nchw(arr: np.ndarray, source: str) -> np.ndarray:
     """[N, H, W] or 4-D → [N, C, H, W] by the layout rule above."""
     if arr.ndim == 3:
