@@ -289,3 +289,37 @@ def test_npz_labels_are_read_and_checked(tmp_path):
         with pytest.raises(UserError, match=message) as info:
             load_dataset(str(tmp_path / f"{name}.npz"))
         assert info.value.arg == "data"
+
+
+def test_class_sub_folders_are_labels_by_sorted_name_and_names_select_classes(tmp_path, cli):
+    """torchvision's ImageFolder layout: one sub-folder per class, names sorted as strings; the name ↔ index
+    map is saved with the run and `--class NAME` picks by name."""
+    import numpy as np
+    from PIL import Image
+
+    import fewstep
+    from fewstep.data import load_dataset
+    from fewstep.errors import UserError
+
+    rng = np.random.default_rng(0)
+    for name, count in (("zebra", 6), ("ant", 5), ("cat", 7)):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+    data = load_dataset(str(tmp_path / "imgs"))
+    assert data.class_names == ("ant", "cat", "zebra") and data.num_classes == 3
+    counts = np.bincount(np.concatenate([data.train_labels.numpy(), data.heldout_labels.numpy()]))
+    assert counts.tolist() == [5, 7, 6]
+    code, _, err = cli("train", "--data", tmp_path / "imgs", "--out", tmp_path / "run", "--cond", "class", "--iters", "3",
+                       "--batch", "8", "--width", "16", "--eval-samples", "8", "--no-progress")
+    assert code == 0, err
+    run = fewstep.load(tmp_path / "run", device="cpu")
+    assert run.card.class_names == ("ant", "cat", "zebra")
+    assert run.class_cond(4, ["zebra", "ant"])["class"].tolist() == [2, 0, 2, 0]
+    with pytest.raises(UserError, match="unknown class 'dog'; its classes are ant, cat, zebra"):
+        run.class_cond(2, ["dog"])
+    code, _, err = cli("sample", "--run", tmp_path / "run", "--out", tmp_path / "s.npz", "-n", "3", "--steps", "2", "--class", "cat")
+    assert code == 0, err and np.load(tmp_path / "s.npz")["labels"].tolist() == [1, 1, 1]
+    (tmp_path / "imgs" / "empty").mkdir()
+    with pytest.raises(UserError, match="'empty' has no PNG/JPEG images"):
+        load_dataset(str(tmp_path / "imgs"))

@@ -10,7 +10,7 @@ from ..errors import UserError
 from ..io import check_writable, save_npz, save_png
 from ..samplers import SAMPLERS, format_sampler
 from ..samplers.spec import text_choices
-from .args import count_int, int_list, non_negative_float, positive_int, seed_int, steps_int
+from .args import count_int, non_negative_float, positive_int, seed_int, steps_int, str_list
 
 
 
@@ -27,8 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, help="samples per batch (memory stays flat in -n)")
     p.add_argument("--png", type=Path, help="PNG file: an image grid, or a scatter plot for 2D points")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available, else CPU")
-    p.add_argument("--class", dest="classes", type=int_list, help="a class-conditional run: comma list of class indices "
-                   "sampled in turn (default: every class, balanced); the .npz holds them as 'labels'")
+    p.add_argument("--class", dest="classes", type=str_list, help="a class-conditional run: comma list of classes (indices, "
+                   "or the names of class sub-folders) sampled in turn (default: every class, balanced); the .npz holds their indices as 'labels'")
     p.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance weight w (1: the conditional model, "
                    "0: the unconditional one; each step then costs 2 network calls)")
     p.add_argument("--clip-x", action="store_true", help="clip x̂ to [-1, 1] (images only)")

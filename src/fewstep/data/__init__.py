@@ -5,6 +5,7 @@ Built-ins: ``moons``, ``swissroll``, ``checkerboard``, ``gaussians8`` (2D, gener
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ import torch
 from ..errors import UserError
 from ..schedules import Schedule
 from .dataset import Dataset, Normaliser, heldout_split, make_dataset
-from .files import IMAGE_SUFFIXES, check_real, image_range, read_array, read_image_folder, read_labels, to_nchw
+from .files import (IMAGE_SUFFIXES, check_real, class_folders, image_range, read_array, read_class_folders,
+                    read_image_folder, read_labels, to_nchw)
 from .stream import ImageFolderSource, LazyExamples, NpySource, Source, scan
 from .toys import TOYS, GaussianMixtureDenoiser, gaussians8_means, gaussians8_moments, GAUSSIANS8_STD
 
@@ -112,6 +114,10 @@ def load_dataset(name_or_path: str, loader: str = "memory") -> Dataset:
             arg="data",
         )
     if path.is_dir():
+        folders = class_folders(path)
+        if folders:
+            images, labels, names = read_class_folders(path, folders)
+            return dataclasses.replace(_from_array(images, str(path), nchw=True, labels=labels), class_names=names)
         return _from_array(read_image_folder(path), str(path), nchw=True)
     if path.suffix.lower() not in (".npy", ".npz"):
         raise UserError(f"{path} has suffix {path.suffix!r}; expected .npy, .npz or a folder of images", arg="data")

@@ -60,6 +60,7 @@ class Dataset:
     train_labels: Tensor | None = None
     heldout_labels: Tensor | None = None
     num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None  # index → name (class sub-folders); None: the index is the name
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

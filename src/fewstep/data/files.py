@@ -100,6 +100,28 @@ def check_real(arr: np.ndarray, source: str) -> None:
         raise UserError(f"{source} has dtype {arr.dtype}; expected real numbers", arg="data")
 
 
+def class_folders(path: Path) -> list[Path]:
+    """The sub-folders of ``path`` when it holds images only there (torchvision's ImageFolder layout),
+    sorted by name as strings; [] for a folder of images."""
+    if any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir() if p.is_file()):
+        return []
+    return sorted((p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def read_class_folders(path: Path, folders: list[Path]) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Images of every class sub-folder → (uint8 [N, C, H, W], labels [N], class names by index)."""
+    images, labels = [], []
+    for index, folder in enumerate(folders):
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir() if p.is_file()):
+            raise UserError(f"{folder}: the class {folder.name!r} has no PNG/JPEG images", arg="data")
+        images.append(read_image_folder(folder))
+        labels.append(np.full(len(images[-1]), index, dtype=np.int64))
+    shapes = sorted({tuple(a.shape[1:]) for a in images})
+    if len(shapes) > 1:
+        raise UserError(f"{path}: the class folders hold images of different shapes {[list(s) for s in shapes]}", arg="data")
+    return np.concatenate(images), np.concatenate(labels), tuple(f.name for f in folders)
+
+
 def read_image_folder(path: Path) -> np.ndarray:
     """A folder of PNG/JPEG files → uint8 [N, C, H, W]; grayscale stays 1 channel when every file is."""
     from .stream import ImageFolderSource

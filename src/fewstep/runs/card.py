@@ -51,6 +51,7 @@ class RunCard:
     final_eval: dict[str, Any] | None = None
     log_window: dict[str, list[float]] = field(default_factory=dict)
     objective_state: dict[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] | None = None   # index → name, for --class NAME (class sub-folders)
 
     @property
     def is_student(self) -> bool:
@@ -59,7 +60,8 @@ class RunCard:
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "data": self.data, "data_shape": list(self.data_shape), "normaliser": self.normaliser.to_dict(),
-            "num_classes": self.num_classes, "objective": self.objective,
+            "num_classes": self.num_classes, "class_names": list(self.class_names) if self.class_names else None,
+            "objective": self.objective,
             "sampler": {"name": self.sampler.name, "steps": self.sampler.steps, "options": dict(self.sampler.options)},
         }
         optional = {"teacher": self.teacher, "teacher_step": self.teacher_step, "teacher_data": self.teacher_data,
@@ -82,6 +84,7 @@ class RunCard:
             card = cls(
                 data=str(d["data"]), data_shape=tuple(int(v) for v in d["data_shape"]),
                 normaliser=Normaliser.from_dict(d["normaliser"]), num_classes=d.get("num_classes"),
+                class_names=tuple(map(str, d["class_names"])) if d.get("class_names") else None,
                 objective=objective, teacher=d.get("teacher"), teacher_step=d.get("teacher_step"),
                 teacher_data=d.get("teacher_data"), student_steps=d.get("student_steps"), n_schedule=d.get("n_schedule"),
                 hyper={k: d[k] for k in OBJECTIVE_KEYS if k in d},

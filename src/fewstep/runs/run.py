@@ -41,19 +41,30 @@ class Run:
         """K for a class-conditional run (its null class is K), else None."""
         return self.card.num_classes if self.config.cond == "class" else None
 
-    def class_cond(self, n: int, classes: Sequence[int] | None = None) -> Cond | None:
-        """The condition of ``n`` samples of ``classes`` in turn (default: every class, balanced); None for
-        an unconditional run."""
+    def class_cond(self, n: int, classes: Sequence[int | str] | None = None) -> Cond | None:
+        """The condition of ``n`` samples of ``classes`` (indices, or names of class sub-folders) in turn
+        (default: every class, balanced); None for an unconditional run."""
         k = self.num_classes
         if k is None:
             if classes:
                 raise UserError("this run is not class-conditional (trained without --cond class)", arg="class")
             return None
-        labels = list(range(k)) if not classes else [int(c) for c in classes]
+        labels = list(range(k)) if not classes else [self.class_index(c) for c in classes]
         bad = [c for c in labels if not 0 <= c < k]
         if bad:
             raise UserError(f"classes are 0…{k - 1} for this run, got {bad}", arg="class")
         return {"class": torch.tensor(labels, dtype=torch.long)[torch.arange(n) % len(labels)]}
+
+    def class_index(self, name: int | str) -> int:
+        """A class's index from its name (a class sub-folder's) or its index, as an int or a numeral."""
+        names = self.card.class_names or ()
+        if isinstance(name, str) and name in names:
+            return names.index(name)
+        try:
+            return int(name)
+        except ValueError:
+            known = f"; its classes are {', '.join(names)}" if names else ""
+            raise UserError(f"unknown class {name!r}{known}", arg="class") from None
 
     def guided(self, guidance: float | None, interval: tuple[float, float] | None = None) -> DenoiserLike:
         """The run's denoiser, guided at ``guidance`` = w (docs/math.md §10) when given."""

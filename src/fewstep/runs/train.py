@@ -69,7 +69,7 @@ def train(
     if ckpt is None and composed.teacher.weights is not None:
         load_weights(denoiser.backbone, composed.teacher.weights, "the teacher's weights", arg="init")
     card = RunCard(dataset.name, dataset.shape, dataset.normaliser, dataset.num_classes, config.objective,
-                   backbone=recipe, **composed.card)
+                   backbone=recipe, class_names=dataset.class_names, **composed.card)
     settings = LoopSettings(
         iters=config.iters, lr=config.lr, warmup=config.warmup, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
         ema_halflife=config.ema_halflife_frac * config.iters, seed=config.seed, log_every=config.log_every,
