@@ -323,3 +323,13 @@ def test_class_sub_folders_are_labels_by_sorted_name_and_names_select_classes(tm
     (tmp_path / "imgs" / "empty").mkdir()
     with pytest.raises(UserError, match="'empty' has no PNG/JPEG images"):
         load_dataset(str(tmp_path / "imgs"))
+
+
+def test_a_lone_array_named_labels_is_the_data(tmp_path):
+    import numpy as np
+
+    from fewstep.data import load_dataset
+
+    np.savez(tmp_path / "only.npz", labels=np.random.default_rng(1).normal(size=(30, 2)))
+    data = load_dataset(str(tmp_path / "only.npz"))
+    assert data.num_classes is None and data.shape == (2,)

@@ -48,7 +48,7 @@ def read_labels(path: Path, n: int) -> np.ndarray | None:
     if isinstance(loaded, np.ndarray):  # an .npy under an .npz name holds one array, no labels
         return None
     with loaded:
-        if "labels" not in loaded.files:
+        if "labels" not in loaded.files or len(loaded.files) == 1:  # a lone array is the data, whatever its name
             return None
         try:
             labels = loaded["labels"]
