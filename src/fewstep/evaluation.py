@@ -91,15 +91,12 @@ def training_free_plan(nfes: Sequence[int], samplers: Sequence[str] = TRAINING_F
     (Heun's 2N − 1 calls reach only odd budgets exactly)."""
     from .samplers import parse_sampler
 
-    def entry_name(spec: str) -> str:
-        return spec.split(":")[0]
-
     plan = []
     for spec in samplers:
-        entry = parse_sampler(spec).entry
+        parsed = parse_sampler(spec)
         for nfe in nfes:
-            steps = max((s for s in range(1, nfe + 1) if entry.nfe(s) <= nfe), default=None)
-            if steps is not None and (spec, steps) not in plan and steps > SAME_AS_DDIM_UP_TO.get(entry_name(spec), 0):
+            steps = max((s for s in range(1, nfe + 1) if parsed.entry.nfe(s) <= nfe), default=None)
+            if steps is not None and (spec, steps) not in plan and steps > SAME_AS_DDIM_UP_TO.get(parsed.name, 0):
                 plan.append((spec, steps))
     return plan
 

@@ -38,8 +38,9 @@ def teacher_plan(steps: Sequence[int], samplers: Sequence[str] = TEACHER_SAMPLER
     """(spec, steps) a teacher is evaluated with: every sampler at every step count, except where a solver
     is DDIM exactly (``SAME_AS_DDIM_UP_TO``)."""
     from ..evaluation import SAME_AS_DDIM_UP_TO
+    from ..samplers import parse_sampler
 
-    return [(spec, s) for spec in samplers for s in steps if s > SAME_AS_DDIM_UP_TO.get(spec.split(":")[0], 0)]
+    return [(spec, s) for spec in samplers for s in steps if s > SAME_AS_DDIM_UP_TO.get(parse_sampler(spec).name, 0)]
 
 
 def run(args: argparse.Namespace) -> None:
