@@ -35,7 +35,7 @@ def main() -> None:
     out = {}
     for data in ("moons", "digits"):
         dataset = load_dataset(data)
-        teacher_config = preset_for(data, dataset.kind)
+        teacher_config = dataclasses.replace(preset_for(data, dataset.kind), cond="none")
         teacher = build_denoiser(teacher_config, dataset.shape).eval().requires_grad_(False)
         rates: dict[str, list[float]] = {name: [] for name in OBJECTIVES}
         for _ in range(args.rounds):

@@ -10,6 +10,7 @@ baselines); students ``RUNS/recipe-NAME-seedK``. Results: ``benchmarks/results/r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def main() -> None:
     table = recipes()
     for name in args.only or list(table):
         data, fields = table[name]
-        teacher = preset_for(data, load_dataset(data).kind)
+        teacher = dataclasses.replace(preset_for(data, load_dataset(data).kind), cond="none")
         for seed in args.seeds:
             key = f"{name}-seed{seed}"
             workdir = args.runs / f"recipe-{key}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class Spec:
 
 
 def teacher_config(data: str) -> TrainConfig:
-    return preset_for(data, load_dataset(data).kind)
+    return dataclasses.replace(preset_for(data, load_dataset(data).kind), cond="none")  # the unconditional tables
 
 
 # The study measures the paper's recipe: its N anneal, not fewstep's fixed N = 128 default (whose

@@ -3,6 +3,7 @@ best of them within a budget, the excess ratio against hand-made rows, and what 
 from __future__ import annotations
 
 import math
+import types
 from typing import Any
 
 import pytest
@@ -105,7 +106,7 @@ def test_mark_training_free_marks_only_default_specs() -> None:
 def test_missing_training_free_evaluates_only_what_is_not_there(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, int, int]] = []
 
-    def fake_evaluate_run(run, dataset, samplers, steps, *, n, seeds, extra=None):
+    def fake_evaluate_run(run, dataset, samplers, steps, *, n, seeds, extra=None, guidance=(None,)):
         ((spec,), (s,)) = samplers, steps
         calls.append((spec, s, n))
         return [row(spec, parse_sampler(spec).entry.nfe(s), 1.0, steps=s, free=False, n=n, seeds=tuple(seeds))]
@@ -114,7 +115,8 @@ def test_missing_training_free_evaluates_only_what_is_not_there(monkeypatch: pyt
     have = [row("ddim", 4, 0.5), row("addim", 4, 0.5), row("ddim", 256, 0.5),
             row("heun", 3, 0.5, steps=2, free=False),   # not marked: not a baseline, evaluated again
             row("unipc", 4, 0.5, n=99)]                  # another sample count: not comparable, evaluated again
-    added = missing_training_free(object(), object(), [4], have, n=10, seeds=(0, 1), samplers=("ddim", "addim", "unipc", "heun"))
+    unconditional = types.SimpleNamespace(num_classes=None)
+    added = missing_training_free(unconditional, object(), [4], have, n=10, seeds=(0, 1), samplers=("ddim", "addim", "unipc", "heun"))
     expected = [p for p in training_free_plan([4, MANY_NFE], ("ddim", "addim", "unipc", "heun"))
                 if p not in {("ddim", 4), ("addim", 4), ("ddim", 256)}]
     assert [(spec, s) for spec, s, _ in calls] == expected

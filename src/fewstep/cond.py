@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 Cond = Mapping[str, Tensor]
+GUIDANCE = "guidance"  # the key of a w-conditioned student's guidance weight, [B] float (docs/math.md §10)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from .metrics import aggregate, evaluate_samples
 
 SEEDS = (0, 1, 2)
 TEACHER_STEPS = (1, 2, 4, 8, 16, 64)
-ROW_EXTRAS = ("class_tv", "nn_ratio_median", "nn_copy_fraction", "n_reference", "classifier_sha256", "classifier_accuracy")
+ROW_EXTRAS = ("class_tv", "nn_ratio_median", "nn_copy_fraction", "n_reference", "classifier_sha256", "classifier_accuracy",
+              "class_accuracy_reference")
 ExtraMetric = Callable[..., dict[str, float]]  # (dataset, samples, *, seed_floor) → {"name": v, "name_floor": v}
 
 
@@ -51,9 +52,16 @@ def evaluate_run(
     n: int = 2000,
     seeds: Sequence[int] = SEEDS,
     extra: ExtraMetric | None = None,
+    guidance: Sequence[float | None] = (None,),
+    interval: tuple[float, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per (sampler, steps): metric mean ± std over ``seeds``, its floor, NFE and speed.
+    """One row per (sampler, steps, guidance weight): metric mean ± std over ``seeds``, its floor, NFE
+    (network calls per sample, counted: a guided step costs two) and speed.
 
+    A class-conditional run samples every class in turn and adds the class accuracy (mean ± std, and the
+    same classifier's accuracy on real held-out data as the reference); ``guidance``: the weights w to
+    sample at (None: the run unguided; ``interval``: guide only for t in it), each row's ``w`` the
+    weight its samples stand for (1 for a conditional run unguided, a fixed-w student's own).
     ``extra`` (e.g. :class:`fewstep.metrics.inception.InceptionFID`) adds its figures to each row as
     ``name`` (mean), ``name_std``, ``name_values`` and ``name_floor``."""
     key = primary_metric(dataset)
@@ -61,41 +69,66 @@ def evaluate_run(
     for spec in samplers:
         for s in steps:
             sampler = run.spec(spec, s)
-            values, floors, seconds, extras, added = [], [], 0.0, {}, []
-            for seed in seeds:
-                tick = time.perf_counter()
-                samples = run.sample_tensor(n, sampler=sampler, seed=seed)
-                seconds += time.perf_counter() - tick
-                if not bool(samples.isfinite().all()):  # a diverged sampler scores inf, not a crash
-                    values.append(float("inf"))
-                    added.append({})
-                    continue
-                metrics = evaluate_samples(dataset, samples, seed_floor=seed)
-                values.append(metrics[key])
-                floors.append(metrics[f"{key}_floor" if key == "swd" else "fd_floor"])
-                extras = {k: v for k, v in metrics.items() if k not in (key, "swd_floor", "fd_floor")}
-                if extra is not None:
-                    added.append(extra(dataset, samples, seed_floor=seed))
-            spread = aggregate(values)
-            rows.append({
-                "sampler": spec, "steps": s, "nfe": sampler.nfe(), "metric": key,
-                "mean": spread["mean"], "std": spread["std"], "values": values, "floor": sum(floors) / len(floors) if floors else float("nan"),
-                "n_samples": n, "seeds": list(seeds), "samples_per_s": n * len(seeds) / max(seconds, 1e-9),
-                **{k: v for k, v in extras.items() if k in ROW_EXTRAS}, **_spread(added),
-            })
+            for w in guidance:
+                rows.append(_evaluate_one(run, dataset, spec, sampler, w, interval, n, seeds, extra, key))
     return rows
 
 
-def training_free_plan(nfes: Sequence[int], samplers: Sequence[str] = TRAINING_FREE) -> list[tuple[str, int]]:
+def _evaluate_one(run: Run, dataset: Dataset, spec: str, sampler: Any, w: float | None, interval: tuple[float, float] | None,
+                  n: int, seeds: Sequence[int], extra: ExtraMetric | None, key: str) -> dict[str, Any]:
+    cond = run.class_cond(n)
+    labels = None if cond is None or dataset.train_labels is None else cond["class"]
+    values, floors, seconds, extras, added = [], [], 0.0, {}, []
+    for seed in seeds:
+        tick = time.perf_counter()
+        samples = run.sample_tensor(n, sampler=sampler, seed=seed, cond=cond, guidance=w, interval=interval)
+        seconds += time.perf_counter() - tick
+        if not bool(samples.isfinite().all()):  # a diverged sampler scores inf, not a crash
+            values.append(float("inf"))
+            added.append({})
+            continue
+        metrics = evaluate_samples(dataset, samples, seed_floor=seed, labels=labels)
+        values.append(metrics[key])
+        floors.append(metrics[f"{key}_floor" if key == "swd" else "fd_floor"])
+        extras = {k: v for k, v in metrics.items() if k not in (key, "swd_floor", "fd_floor")}
+        per_seed = {"class_accuracy": metrics["class_accuracy"]} if labels is not None else {}
+        if extra is not None:
+            per_seed.update(extra(dataset, samples, seed_floor=seed))
+        added.append(per_seed)
+    spread = aggregate(values)
+    return {
+        "sampler": spec, "steps": sampler.steps, "nfe": run.nfe(sampler, guidance=w, interval=interval), "metric": key,
+        "mean": spread["mean"], "std": spread["std"], "values": values, "floor": sum(floors) / len(floors) if floors else float("nan"),
+        "n_samples": n, "seeds": list(seeds), "samples_per_s": n * len(seeds) / max(seconds, 1e-9),
+        **_represents(run, w, interval),
+        **{k: v for k, v in extras.items() if k in ROW_EXTRAS}, **_spread(added),
+    }
+
+
+def _represents(run: Run, w: float | None, interval: tuple[float, float] | None) -> dict[str, Any]:
+    """The guidance a row's samples stand for: ``w`` (None for an unconditional run), ``guided`` (whether
+    the sampler guided at sampling time, 2 calls per step), ``interval``."""
+    if run.num_classes is None:
+        return {"w": None, "guided": False}
+    distilled = run.card.hyper.get("guidance")
+    if distilled is not None:
+        return {"w": float(distilled), "guided": False}
+    if run.guidance_range is not None:
+        return {"w": float(run.guidance_range[0] if w is None else w), "guided": False}
+    guided = w is not None and w not in (0.0, 1.0)
+    return {"w": 1.0 if w is None else float(w), "guided": guided, **({"interval": list(interval)} if guided and interval else {})}
+
+
+def training_free_plan(nfes: Sequence[int], samplers: Sequence[str] = TRAINING_FREE, calls_per_evaluation: int = 1) -> list[tuple[str, int]]:
     """(spec, steps) per sampler and NFE budget: the most steps whose network calls fit the budget
-    (Heun's 2N − 1 calls reach only odd budgets exactly)."""
+    (Heun's 2N − 1 calls reach only odd budgets exactly; a guided sampler makes 2 calls per evaluation)."""
     from .samplers import parse_sampler
 
     plan = []
     for spec in samplers:
         parsed = parse_sampler(spec)
         for nfe in nfes:
-            steps = max((s for s in range(1, nfe + 1) if parsed.entry.nfe(s) <= nfe), default=None)
+            steps = max((s for s in range(1, nfe + 1) if parsed.entry.nfe(s) * calls_per_evaluation <= nfe), default=None)
             if steps is not None and (spec, steps) not in plan and steps > SAME_AS_DDIM_UP_TO.get(parsed.name, 0):
                 plan.append((spec, steps))
     return plan
@@ -108,16 +141,21 @@ def mark_training_free(rows: Sequence[dict[str, Any]], samplers: Sequence[str] =
 
 
 def missing_training_free(teacher: Run, dataset: Dataset, nfes: Sequence[int], have: Sequence[dict[str, Any]] = (), *,
-                          n: int = 2000, seeds: Sequence[int] = SEEDS,
-                          samplers: Sequence[str] = TRAINING_FREE) -> list[dict[str, Any]]:
-    """The teacher's training-free rows at each NFE budget and at :data:`MANY_NFE`, marked ``training_free``,
-    except those ``have`` already holds (marked, with the same ``n`` and ``seeds``)."""
-    done = {(r["sampler"], r["steps"]) for r in have
+                          n: int = 2000, seeds: Sequence[int] = SEEDS, samplers: Sequence[str] = TRAINING_FREE,
+                          guidance: Sequence[float | None] = (None,)) -> list[dict[str, Any]]:
+    """The teacher's training-free rows at each NFE budget and at :data:`MANY_NFE`, at each guidance weight
+    (a guided step costs two calls), marked ``training_free``, except those ``have`` already holds
+    (marked, with the same ``n`` and ``seeds``)."""
+    done = {(r["sampler"], r["steps"], r.get("w"), r.get("guided", False)) for r in have
             if r.get("training_free") and r["n_samples"] == n and list(r["seeds"]) == list(seeds)}
     rows = []
-    for spec, steps in training_free_plan(sorted({*nfes, MANY_NFE}), samplers):
-        if (spec, steps) not in done:
-            rows += [{**r, "training_free": True} for r in evaluate_run(teacher, dataset, [spec], [steps], n=n, seeds=seeds)]
+    for w in guidance:
+        represents = _represents(teacher, w, None)
+        calls = 2 if represents["guided"] else 1
+        for spec, steps in training_free_plan(sorted({*nfes, MANY_NFE}), samplers, calls):
+            if (spec, steps, represents["w"], represents["guided"]) not in done:
+                rows += [{**r, "training_free": True}
+                         for r in evaluate_run(teacher, dataset, [spec], [steps], n=n, seeds=seeds, guidance=[w])]
     return rows
 
 
@@ -136,10 +174,12 @@ def against_training_free(rows: Sequence[dict[str, Any]], baselines: Sequence[di
     """``rows`` (a student's) with, per row, the best training-free sampler at the same NFE and the
     teacher's best many-step result (≥ :data:`MANY_MIN_NFE` calls: a few-step sampler that happens to score
     below the converged ODE is not the teacher's best); ``excess_ratio`` = (row − teacher best)/(best sampler − teacher best),
-    the figure of merit of docs/math.md §11 (≤ ⅓ is the target at 1–4 NFE; < 0: better than the teacher)."""
-    reference = teacher_best(baselines)
+    the figure of merit of docs/math.md §11 (≤ ⅓ is the target at 1–4 NFE; < 0: better than the teacher).
+    The best sampler is taken over every guidance weight the baselines hold; the teacher's best at the
+    row's own ``w`` (a student of the teacher guided at w = 4 is held to the teacher at w = 4)."""
     out = []
     for row in rows:
+        reference = teacher_best([b for b in baselines if b.get("w") == row.get("w")])
         best = best_training_free(baselines, row["nfe"])
         extra: dict[str, Any] = {}
         if best is not None:
@@ -153,7 +193,7 @@ def against_training_free(rows: Sequence[dict[str, Any]], baselines: Sequence[di
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("sampler", "steps", "nfe", "mean", "std", "values")}
+    return {k: row[k] for k in ("sampler", "steps", "nfe", "mean", "std", "values", "w", "guided", "interval") if k in row}
 
 
 def _spread(per_seed: list[dict[str, float]]) -> dict[str, Any]:
@@ -164,8 +204,9 @@ def _spread(per_seed: list[dict[str, float]]) -> dict[str, Any]:
     for name in names:
         spread = aggregate([d.get(name, float("inf")) for d in per_seed])
         floors = [d[f"{name}_floor"] for d in per_seed if f"{name}_floor" in d]
-        out.update({name: spread["mean"], f"{name}_std": spread["std"], f"{name}_values": spread["values"],
-                    f"{name}_floor": sum(floors) / len(floors) if floors else float("nan")})
+        out.update({name: spread["mean"], f"{name}_std": spread["std"], f"{name}_values": spread["values"]})
+        if floors:
+            out[f"{name}_floor"] = sum(floors) / len(floors)
     return out
 
 
@@ -210,15 +251,30 @@ def format_table(rows: list[dict[str, Any]], title: str = "") -> str:
     label = METRIC_LABELS[rows[0]["metric"]]
     fid = any("fid" in r for r in rows)
     free = any("best_free" in r for r in rows)
+    guided = any(r.get("w") is not None for r in rows)
+    accuracy = any("class_accuracy" in r for r in rows)
     lines = [f"**{title}**" if title else ""]
-    lines += [f"| sampler | steps | NFE | {label} (mean ± std over {len(rows[0]['seeds'])} seeds) | noise floor |"
+    lines += [f"| sampler | steps | NFE |" + (" w |" if guided else "")
+              + f" {label} (mean ± std over {len(rows[0]['seeds'])} seeds) | noise floor |"
+              + (" class accuracy (real: {:.3f}) |".format(next(r["class_accuracy_reference"] for r in rows if "class_accuracy" in r)) if accuracy else "")
               + (" FID (mean ± std) | FID floor |" if fid else "")
               + (" best training-free at ≤ NFE | excess ratio |" if free else ""),
-              "|---|---:|---:|---:|---:|" + ("---:|---:|" if fid else "") + ("---|---:|" if free else "")]
+              "|---|---:|---:|" + ("---:|" if guided else "") + "---:|---:|" + ("---:|" if accuracy else "")
+              + ("---:|---:|" if fid else "") + ("---|---:|" if free else "")]
     for r in rows:
-        lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} | {r['mean']:.4f} ± {r['std']:.4f} | {r['floor']:.4f} |"
+        lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} |" + (f" {_w_cell(r)} |" if guided else "")
+                     + f" {r['mean']:.4f} ± {r['std']:.4f} | {r['floor']:.4f} |"
+                     + (f" {r['class_accuracy']:.3f} ± {r['class_accuracy_std']:.3f} |" if "class_accuracy" in r else " – |" if accuracy else "")
                      + (_fid_cells(r) if fid else "") + (_free_cells(r) if free else ""))
     return "\n".join(line for line in lines if line is not None)
+
+
+def _w_cell(row: dict[str, Any]) -> str:
+    """w, marked when the sampler guided (2 calls per step) and with its interval."""
+    if row.get("w") is None:
+        return "–"
+    interval = row.get("interval")
+    return f"{row['w']:g}" + (" (guided" + (f" in t∈[{interval[0]:g}, {interval[1]:g}]" if interval else "") + ")" if row.get("guided") else "")
 
 
 def _free_cells(row: dict[str, Any]) -> str:
@@ -226,11 +282,12 @@ def _free_cells(row: dict[str, Any]) -> str:
     if best is None:
         return " – | – |"
     ratio = row.get("excess_ratio")
-    return (f" {best['sampler']} ({best['steps']} steps): {best['mean']:.4f} ± {best['std']:.4f} |"
+    at = f", w {best['w']:g}" if best.get("w") is not None else ""
+    return (f" {best['sampler']} ({best['steps']} steps{at}): {best['mean']:.4f} ± {best['std']:.4f} |"
             + (f" {ratio:.2f} |" if ratio is not None else " – |"))
 
 
 def _fid_cells(row: dict[str, Any]) -> str:
     if "fid" not in row:
         return " – | – |"
-    return f" {row['fid']:.4f} ± {row['fid_std']:.4f} | {row['fid_floor']:.4f} |"
+    return f" {row['fid']:.4f} ± {row['fid_std']:.4f} | {row.get('fid_floor', float('nan')):.4f} |"

@@ -121,6 +121,18 @@ class Retimed:
         return self.inner(z_t, self.inner.schedule.t_from_logsnr(self.schedule.logsnr(t)), cond)
 
 
+class CountingDenoiser:
+    """``inner`` that counts network evaluations: the examples of every call, so a batched call of 2B
+    for B samples (guidance) counts two per sample. ``evaluations / samples`` is the NFE."""
+
+    def __init__(self, inner: DenoiserLike) -> None:
+        self.inner, self.schedule, self.evaluations = inner, inner.schedule, 0
+
+    def __call__(self, z_t: Tensor, t: Tensor | float, cond: Cond | None = None) -> Prediction:
+        self.evaluations += len(z_t)
+        return self.inner(z_t, t, cond)
+
+
 def v_target(x: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
     """v = α ε − σ x (math.md §2)."""
     return alpha * eps - sigma * x

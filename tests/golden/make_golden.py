@@ -30,7 +30,7 @@ N_SAMPLES = 64
 # (name, CLI arguments after `fewstep`; {runs} is the folder of all golden runs)
 RUNS = [
     ("moons", "train --data moons --iters 300 --width 64 --batch 256 --eval-samples 200 --ckpt-every 1000"),
-    ("digits", "train --data digits --iters 120 --width 64 --batch 64 --eval-samples 64 --ckpt-every 1000"),
+    ("digits", "train --data digits --cond none --iters 120 --width 64 --batch 64 --eval-samples 64 --ckpt-every 1000"),
     ("moons-cd", "distill --objective cd --teacher {runs}/moons --student-steps 2 --iters 80 --n0 8 --n1 64 --eval-samples 200"),
     ("moons-ct", "train --objective ct --teacher {runs}/moons --student-steps 2 --iters 80 --n0 64 --n1 1280 --eval-samples 200"),
     ("moons-ect", "train --objective ect --teacher {runs}/moons --iters 80 --ect-stages 4 --eval-samples 200"),

@@ -58,5 +58,18 @@ def int_list(text: str) -> list[int]:
     return [steps_int(part.strip()) for part in text.split(",") if part.strip()] or [steps_int(text)]
 
 
+def float_list(text: str) -> list[float]:
+    """``0,1,1.5`` → [0.0, 1.0, 1.5], every entry a number >= 0 (guidance weights)."""
+    return [non_negative_float(part.strip()) for part in text.split(",") if part.strip()] or [non_negative_float(text)]
+
+
+def float_pair(text: str) -> tuple[float, float]:
+    """``LO,HI`` → (lo, hi) with 0 <= lo < hi."""
+    parts = float_list(text)
+    if len(parts) != 2 or not parts[0] < parts[1]:
+        raise argparse.ArgumentTypeError(f"expected LO,HI with 0 <= LO < HI, got {text!r}")
+    return parts[0], parts[1]
+
+
 def str_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]

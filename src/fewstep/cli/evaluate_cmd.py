@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
 from ..io import check_writable, save_json
-from .args import bounded_int, count_int, int_list, str_list
+from .args import bounded_int, count_int, float_list, float_pair, int_list, str_list
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: the one its checkpoint names)")
     p.add_argument("--no-baselines", action="store_true", help="a student: skip its teacher's training-free samplers "
                    "(ddim, addim, dpmpp2m, unipc, heun at the student's NFE and at 256)")
+    p.add_argument("--guidance", type=float_list, help="a class-conditional run: comma list of guidance weights w to sweep "
+                   "(e.g. 0,1,1.5,2,4; a guided teacher step costs 2 calls; a w-conditioned student's w in its range); its "
+                   "teacher's baselines then run at w = 1 and at these weights")
+    p.add_argument("--guidance-interval", type=float_pair, metavar="LO,HI", help="guide only for t in [LO, HI] (w = 1 outside)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available, else CPU")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
@@ -54,6 +58,9 @@ def run(args: argparse.Namespace) -> None:
     for spec in samplers:
         for s in steps:
             model.spec(spec, s)  # a bad spec or step count fails here, before any sampling
+    guidance: list[float | None] = list(args.guidance) if args.guidance else [None]
+    for w in guidance:
+        model.guided(w, args.guidance_interval)
     if args.teacher is not None and not model.is_student:
         raise UserError(f"{args.run} is a diffusion teacher; --teacher names a student's teacher", arg="teacher")
     teacher = None if args.no_baselines else open_teacher(model, args.teacher, args.device)
@@ -63,10 +70,13 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"the run's data {model.config.data!r} cannot be loaded for evaluation ({exc})", arg="run") from None
     fid = _fid_metric(args.fid_weights, dataset, model.device) if args.fid_weights is not None else None
     seeds = tuple(range(args.seeds))
-    rows = evaluate_run(model, dataset, samplers, steps, n=args.count, seeds=seeds, extra=fid)
+    rows = evaluate_run(model, dataset, samplers, steps, n=args.count, seeds=seeds, extra=fid, guidance=guidance,
+                        interval=args.guidance_interval)
     baselines: list[dict[str, Any]] = []
     if teacher is not None:
-        baselines = missing_training_free(teacher, dataset, sorted({r["nfe"] for r in rows}), n=args.count, seeds=seeds)
+        weights = sorted({r["w"] for r in rows if r.get("w") is not None} | {1.0}) if teacher.num_classes else [None]
+        baselines = missing_training_free(teacher, dataset, sorted({r["nfe"] for r in rows}), n=args.count, seeds=seeds,
+                                          guidance=weights)
         rows = against_training_free(rows, baselines)
     print(format_table(rows, title=f"{args.run} ({dataset.name}, step {model.step})"))
     if baselines:

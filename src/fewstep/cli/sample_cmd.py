@@ -10,7 +10,7 @@ from ..errors import UserError
 from ..io import check_writable, save_npz, save_png
 from ..samplers import SAMPLERS, format_sampler
 from ..samplers.spec import text_choices
-from .args import count_int, non_negative_float, positive_int, seed_int, steps_int, str_list
+from .args import count_int, float_pair, non_negative_float, positive_int, seed_int, steps_int, str_list
 
 
 
@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class", dest="classes", type=str_list, help="a class-conditional run: comma list of classes (indices, "
                    "or the names of class sub-folders) sampled in turn (default: every class, balanced); the .npz holds their indices as 'labels'")
     p.add_argument("--guidance", type=non_negative_float, help="classifier-free guidance weight w (1: the conditional model, "
-                   "0: the unconditional one; each step then costs 2 network calls)")
+                   "0: the unconditional one; each step then costs 2 network calls); a w-conditioned student: its w, 1 call per step")
+    p.add_argument("--guidance-interval", type=float_pair, metavar="LO,HI", help="guide only for t in [LO, HI] (w = 1 outside: "
+                   "1 call per step there)")
     p.add_argument("--clip-x", action="store_true", help="clip x̂ to [-1, 1] (images only)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=run)
@@ -48,14 +50,15 @@ def run(args: argparse.Namespace) -> None:
         raise UserError("--clip-x: only for images; this run's data are points")
     spec = model.spec(args.sampler, args.steps, variance=args.variance)
     cond = model.class_cond(args.count, args.classes)
-    model.guided(args.guidance)  # a bad weight or an unconditional run fails here, before sampling
+    model.guided(args.guidance, args.guidance_interval)  # a bad weight or an unconditional run fails here, before sampling
     samples = model.sample(args.count, sampler=spec, seed=args.seed, batch_size=args.batch_size, clip_x=args.clip_x,
-                           cond=cond, guidance=args.guidance)
+                           cond=cond, guidance=args.guidance, interval=args.guidance_interval)
+    nfe = model.nfe(spec, guidance=args.guidance, interval=args.guidance_interval)
     sampler, steps = format_sampler(spec), spec.steps
     labels = {} if cond is None else {"labels": cond["class"].numpy()}
     guidance = {} if args.guidance is None else {"guidance": np.array(args.guidance)}
-    save_npz(out, samples=samples, sampler=np.array(sampler), steps=np.array(steps), seed=np.array(args.seed),
+    save_npz(out, samples=samples, sampler=np.array(sampler), steps=np.array(steps), nfe=np.array(nfe), seed=np.array(args.seed),
              **labels, **guidance)
     if png is not None:
         save_png(png, samples, model.normaliser.kind, title=f"{sampler}, {steps} steps")
-    print(f"{len(samples)} samples ({sampler}, {steps} steps) written to {out}" + (f" and {png}" if png else ""))
+    print(f"{len(samples)} samples ({sampler}, {steps} steps, {nfe} network calls each) written to {out}" + (f" and {png}" if png else ""))

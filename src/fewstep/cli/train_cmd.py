@@ -14,13 +14,13 @@ from ..runs.objective import OBJECTIVES
 from ..runs.teachers import split_source
 from ..train.checkpoint import RUN_FILES, remove_run
 from ..train.dist import is_main
-from .args import (at_least_one_float, bounded_int, count_int, finite_float, non_negative_float, non_negative_int, positive_float,
+from .args import (at_least_one_float, bounded_int, count_int, finite_float, float_pair, non_negative_float, non_negative_int, positive_float,
                    positive_int, seed_int, steps_int, unit_float)
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 # TrainConfig fields set by the student flags of the same name (--student-steps → student_steps)
-STUDENT_FIELDS = ("student_steps", "guidance", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
+STUDENT_FIELDS = ("student_steps", "guidance", "guidance_range", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
                   "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting")
 
 
@@ -46,8 +46,9 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--model", choices=("mlp", "unet"), help="backbone (preset: mlp for points, unet for images)")
     p.add_argument("--width", type=positive_int, help="backbone width (MLP units / UNet base channels)")
     p.add_argument("--dropout", type=unit_float, help="dropout rate")
-    p.add_argument("--cond", choices=("none", "class"), help="class: a class-conditional teacher on the data's labels "
-                   "(digits, mnist; the null class is K); none (default for now): unconditional")
+    p.add_argument("--cond", choices=("auto", "none", "class"), help="class: a class-conditional teacher on the data's "
+                   "labels (the null class is K); none: unconditional; auto (default): class for labelled data "
+                   "(digits, mnist, gaussians8, an .npz with labels, class sub-folders)")
     p.add_argument("--cond-dropout", type=unit_float, help="while training a conditional teacher, replace an example's "
                    "label by the null class with this probability (default 0.1)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of weights, data order and noise (offset per rank under torchrun)")
@@ -82,6 +83,8 @@ def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -
     g.add_argument("--init", choices=("teacher", "none"), default=None, help="start from the teacher's weights, or from scratch (default: teacher when there is a teacher run)")
     g.add_argument("--guidance", type=non_negative_float, default=d.guidance, help="cd: distil the teacher guided at this "
                    "weight w (a class-conditional teacher; the student samples with S calls and no guidance)")
+    g.add_argument("--guidance-range", type=float_pair, metavar="LO,HI", help="cd: a w-conditioned student, the teacher "
+                   "guided at each example's w ~ U[LO, HI]; it samples any w in the range (--guidance) with S calls")
     g.add_argument("--teacher-sampler", choices=("addim", "ddim", "dpm2"), default=d.teacher_sampler, help="the teacher's small ODE step (cd)")
     g.add_argument("--n0", type=positive_int, default=d.n0, help="N_0: teacher discretisation at the start")
     g.add_argument("--n1", type=positive_int, default=d.n1, help="N_1: teacher discretisation after annealing")
@@ -127,7 +130,7 @@ def _student_base(args: argparse.Namespace) -> TrainConfig:
     from ..runs.folder import read_run
 
     teacher = read_run(args.teacher, arg="teacher")[0]
-    if args.objective == "auto" and args.guidance is not None:
+    if args.objective == "auto" and (args.guidance is not None or args.guidance_range is not None):
         args.objective = "cd"  # a guided teacher is distilled; CT has no teacher estimate to guide
     if args.objective == "auto":
         from ..runs import load

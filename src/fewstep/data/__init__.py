@@ -17,7 +17,7 @@ from .dataset import Dataset, Normaliser, heldout_split, make_dataset
 from .files import (IMAGE_SUFFIXES, check_real, class_folders, image_range, read_array, read_class_folders,
                     read_image_folder, read_labels, to_nchw)
 from .stream import ImageFolderSource, LazyExamples, NpySource, Source, scan
-from .toys import TOYS, GaussianMixtureDenoiser, gaussians8_means, gaussians8_moments, GAUSSIANS8_STD
+from .toys import TOYS, GaussianMixtureDenoiser, gaussians8_labelled, gaussians8_means, gaussians8_moments, GAUSSIANS8_STD
 
 TOY_TRAIN, TOY_HELDOUT = 20_000, 5_000
 BUILTINS = (*TOYS, "digits", "mnist")
@@ -33,13 +33,14 @@ def _images(name: str, uint8_nchw: np.ndarray, labels: np.ndarray | None, source
 
 def _toy(name: str) -> Dataset:
     rng = np.random.default_rng(0)
-    x = TOYS[name](TOY_TRAIN + TOY_HELDOUT, rng)
-    if name == "gaussians8":
+    if name == "gaussians8":  # its component is its label (docs/math.md §10's closed form)
+        x, labels = gaussians8_labelled(TOY_TRAIN + TOY_HELDOUT, rng)
         mean, std = gaussians8_moments()
     else:
+        x, labels = TOYS[name](TOY_TRAIN + TOY_HELDOUT, rng), None
         mean, std = x[:TOY_TRAIN].mean(0), x[:TOY_TRAIN].std(0)
     normaliser = Normaliser("points", tuple(map(float, mean)), tuple(map(float, std)))
-    return make_dataset(name, normaliser.to_model(x), normaliser, fraction=TOY_HELDOUT / (TOY_TRAIN + TOY_HELDOUT))
+    return make_dataset(name, normaliser.to_model(x), normaliser, labels, fraction=TOY_HELDOUT / (TOY_TRAIN + TOY_HELDOUT))
 
 
 def _digits() -> Dataset:

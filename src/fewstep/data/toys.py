@@ -8,6 +8,7 @@ import torch
 from sklearn.datasets import make_moons, make_swiss_roll
 from torch import Tensor
 
+from ..cond import Cond
 from ..param import Prediction, batch_times, expand_like
 from ..schedules import Schedule
 
@@ -38,9 +39,14 @@ def gaussians8_means() -> np.ndarray:
     return GAUSSIANS8_RADIUS * np.stack([np.cos(angles), np.sin(angles)], axis=1)  # [8, 2]
 
 
+def gaussians8_labelled(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Points and, as their label, the index of the component each was drawn from."""
+    labels = rng.integers(0, 8, n)
+    return gaussians8_means()[labels] + GAUSSIANS8_STD * rng.standard_normal((n, 2)), labels
+
+
 def gaussians8(n: int, rng: np.random.Generator) -> np.ndarray:
-    means = gaussians8_means()
-    return means[rng.integers(0, 8, n)] + GAUSSIANS8_STD * rng.standard_normal((n, 2))
+    return gaussians8_labelled(n, rng)[0]
 
 
 def gaussians8_moments() -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +60,8 @@ TOYS = {"moons": moons, "swissroll": swissroll, "checkerboard": checkerboard, "g
 
 
 class GaussianMixtureDenoiser:
-    """The exact E[x | z_t] of an isotropic Gaussian mixture (docs/math.md §8), usable as an ideal teacher.
+    """The exact E[x | z_t] (and E[x | z_t, component]) of an isotropic Gaussian mixture (docs/math.md §8,
+    §10), usable as an ideal teacher.
 
     x ~ Σ_k w_k N(μ_k, s² I), z_t = α_t x + σ_t ε. With V = α_t² s² + σ_t² and
     m_k = μ_k + α_t s² (z_t − α_t μ_k)/V:  E[x|z_t] = Σ_k π_k m_k,  π_k ∝ w_k N(z_t; α_t μ_k, V I).
@@ -79,10 +86,17 @@ class GaussianMixtureDenoiser:
         m = mu + alpha * self.std**2 * diff / var                           # [B, K, D]
         return pi, m, var
 
-    def __call__(self, z_t: Tensor, t: Tensor | float, cond: Tensor | None = None) -> Prediction:
+    def __call__(self, z_t: Tensor, t: Tensor | float, cond: Cond | None = None) -> Prediction:
+        """E[x | z_t], or with ``cond = {"class": y}`` E[x | z_t, y] = m_y: the component's posterior
+        mean for y < K, the mixture's for the null class y = K (docs/math.md §10)."""
         t = batch_times(t, z_t)
         pi, m, _ = self._posterior(z_t, t)
         x_hat = (pi[..., None] * m).sum(1)
+        if cond is not None and "class" in cond:
+            y = cond["class"].to(z_t.device)
+            k = len(self.means)
+            one = m[torch.arange(len(z_t), device=z_t.device), y.clamp(max=k - 1)]
+            x_hat = torch.where((y == k)[:, None], x_hat, one)
         alpha, sigma = (expand_like(a, z_t) for a in self.schedule.alpha_sigma(t))
         return Prediction(x_hat, (z_t - alpha * x_hat) / sigma)
 

@@ -9,6 +9,12 @@
     unlabelled images → SWD on flattened pixels + nearest-neighbour copying     swd, swd_floor,
                                                                                 nn_ratio_median, nn_copy_fraction
 
+With ``labels`` (the class each sample was asked for) on labelled data, ``class_accuracy`` is the share of
+samples the data set's classifier (the CNN above for images, 5-nearest-neighbour on the training points
+for points) assigns to the class asked for, and ``class_accuracy_reference`` the same classifier's
+accuracy on the real held-out examples: the figure a perfect conditional generator would score
+(guided samples may exceed it).
+
 The reference set is always the data set's held-out split. The floor is the same metric for n images
 drawn from the *training* split (what a perfect generator of n samples would score), so a result is
 read as "distance above the floor". Usage::
@@ -48,10 +54,13 @@ def noise_floor(dataset: Dataset, n: int, metric: Metric, *, seed: int = 0) -> f
     return metric(floor_sample(dataset, n, seed), dataset.heldout)
 
 
-def evaluate_samples(dataset: Dataset, samples: Tensor, *, seed_floor: int = 0) -> dict[str, Any]:
-    """The metrics for ``dataset``'s kind (see the module docstring) for samples in model units."""
+def evaluate_samples(dataset: Dataset, samples: Tensor, *, seed_floor: int = 0, labels: Tensor | None = None) -> dict[str, Any]:
+    """The metrics for ``dataset``'s kind (see the module docstring) for samples in model units;
+    ``labels``: the classes the samples were asked for (adds the class accuracy)."""
     samples = _checked(dataset, samples)
     out: dict[str, Any] = {"n_samples": len(samples), "n_reference": len(dataset.heldout)}
+    if labels is not None:
+        out.update(class_accuracy(dataset, samples, labels))
     if dataset.kind == "points":
         out.update(_swd_report(dataset, samples, seed_floor))
     elif dataset.train_labels is not None:
@@ -105,6 +114,26 @@ def _classifier_report(dataset: Dataset, samples: Tensor, seed_floor: int) -> di
     }
 
 
+def class_accuracy(dataset: Dataset, samples: Tensor, labels: Tensor) -> dict[str, float]:
+    """The share of ``samples`` assigned to the class in ``labels``, and the same on the real held-out split."""
+    if dataset.train_labels is None or dataset.heldout_labels is None:
+        raise ValueError(f"class accuracy needs labelled data; {dataset.name} has no labels")
+    labels = torch.as_tensor(labels).long().cpu()
+    if labels.shape != (len(samples),):
+        raise ValueError(f"class accuracy: {len(samples)} samples but labels of shape {list(labels.shape)}")
+    predict = _points_classifier(dataset) if dataset.kind == "points" else get_classifier(dataset).predict
+    reference = (predict(dataset.heldout) == dataset.heldout_labels).double().mean()
+    return {"class_accuracy": float((predict(samples) == labels).double().mean()),
+            "class_accuracy_reference": float(reference)}
+
+
+def _points_classifier(dataset: Dataset) -> Callable[[Tensor], Tensor]:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(5).fit(dataset.train.numpy(), dataset.train_labels.numpy())
+    return lambda x: torch.from_numpy(knn.predict(x.detach().cpu().numpy())).long()
+
+
 MEMO_BANK = 10_000  # streamed training sets: the nearest-neighbour bank is their first this many examples
 
 
@@ -126,7 +155,7 @@ def _checked(dataset: Dataset, samples: Tensor) -> Tensor:
 
 
 __all__ = [
-    "evaluate_samples", "noise_floor", "floor_sample", "aggregate", "sliced_wasserstein",
+    "evaluate_samples", "class_accuracy", "noise_floor", "floor_sample", "aggregate", "sliced_wasserstein",
     "frechet_distance", "frechet_from_features", "get_classifier", "FeatureClassifier",
     "class_histogram", "total_variation", "memorisation", "nearest_distances",
 ]

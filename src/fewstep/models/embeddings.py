@@ -6,7 +6,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..cond import Cond
+from ..cond import GUIDANCE, Cond
+
+GUIDANCE_SCALE = 10.0  # w / 10 takes the place of t in the sinusoidal features: w in [0, 10] spans them like t
 
 
 def sinusoidal(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -18,18 +20,26 @@ def sinusoidal(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
 
 
 class TimeEmbedding(nn.Module):
-    """Sinusoidal features → MLP; adds a learned class embedding when ``num_classes`` is set.
+    """Sinusoidal features → MLP; adds a learned class embedding when ``num_classes`` is set, and an
+    embedding of the guidance weight w when ``guidance`` is set (a w-conditioned student, docs/math.md §10).
 
     Class ``num_classes`` (one past the last) is the null class for unconditional samples, and what a
     call without a ``class`` condition gets: one "no label", not a second one that skips the embedding.
+    A call without a ``guidance`` condition gets w = 1 (the conditional model). The w embedding's last
+    layer starts at zero, so a student started from its teacher's weights starts as the teacher.
     """
 
-    def __init__(self, dim: int, out_dim: int, num_classes: int | None = None) -> None:
+    def __init__(self, dim: int, out_dim: int, num_classes: int | None = None, guidance: bool = False) -> None:
         super().__init__()
         self.dim = dim
         self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
         self.num_classes = num_classes
         self.class_emb = nn.Embedding(num_classes + 1, out_dim) if num_classes else None
+        self.guidance_mlp = None
+        if guidance:
+            self.guidance_mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+            nn.init.zeros_(self.guidance_mlp[-1].weight)
+            nn.init.zeros_(self.guidance_mlp[-1].bias)
 
     def forward(self, t: Tensor, cond: Cond | None = None) -> Tensor:
         emb = self.mlp(sinusoidal(t, self.dim))  # [B, out_dim]
@@ -37,4 +47,7 @@ class TimeEmbedding(nn.Module):
             given = cond is not None and "class" in cond
             labels = cond["class"] if given else torch.full((len(t),), self.num_classes, dtype=torch.long, device=t.device)
             emb = emb + self.class_emb(labels)
+        if self.guidance_mlp is not None:
+            w = cond[GUIDANCE] if cond is not None and GUIDANCE in cond else torch.ones(len(t), device=t.device)
+            emb = emb + self.guidance_mlp(sinusoidal(w / GUIDANCE_SCALE, self.dim))
         return emb

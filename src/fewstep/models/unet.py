@@ -67,14 +67,16 @@ class UNet(nn.Module):
         attn_res: int = 4,
         dropout: float = 0.0,
         num_classes: int | None = None,
+        guidance: bool = False,
     ) -> None:
         super().__init__()
         # How to rebuild this module (a run trained with it records them; see fewstep.runs.build).
         self.init_kwargs = {"channels": channels, "size": size, "width": width, "mults": list(mults), "blocks": blocks,
-                            "attn_res": attn_res, "dropout": dropout, "num_classes": num_classes}
+                            "attn_res": attn_res, "dropout": dropout, "num_classes": num_classes,
+                            "guidance": guidance}
         self.multiple = 2 ** (len(mults) - 1)
         emb_dim = 4 * width
-        self.time = TimeEmbedding(width, emb_dim, num_classes)
+        self.time = TimeEmbedding(width, emb_dim, num_classes, guidance)
         self.inp = nn.Conv2d(channels, width, 3, padding=1)
         side = -(-size // self.multiple) * self.multiple
         chans = [width * m for m in mults]

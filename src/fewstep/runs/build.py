@@ -2,11 +2,13 @@
 and the recipe that lets a run made from Python reopen from its folder."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any, Callable, Sequence
 
 from torch import nn
 
+from ..data import Dataset, LazyExamples
 from ..errors import UserError
 from ..models import MLP, UNet
 from ..param import PREDICTION_TYPES, Denoiser
@@ -14,22 +16,22 @@ from ..registry import Registry
 from ..schedules import schedule_from_dict
 from .config import ModelConfig, TrainConfig
 
-# name -> builder(model config, shape of one example, number of classes or None)
-Builder = Callable[[ModelConfig, Sequence[int], "int | None"], nn.Module]
+# name -> builder(model config, shape of one example, number of classes or None, embed a guidance weight w)
+Builder = Callable[[ModelConfig, Sequence[int], "int | None", bool], nn.Module]
 BACKBONES: Registry[Builder] = Registry("backbone")
 RECIPE_ATTR = "_fewstep_recipe"   # (import path, kwargs) set by :func:`backbone`
 
 
 @BACKBONES.register("mlp")
-def _mlp(m: ModelConfig, shape: Sequence[int], num_classes: int | None) -> nn.Module:
+def _mlp(m: ModelConfig, shape: Sequence[int], num_classes: int | None, guidance: bool) -> nn.Module:
     dim = 1
     for size in shape:
         dim *= size
-    return MLP(dim, width=m.width, depth=m.depth, dropout=m.dropout, num_classes=num_classes)
+    return MLP(dim, width=m.width, depth=m.depth, dropout=m.dropout, num_classes=num_classes, guidance=guidance)
 
 
 @BACKBONES.register("unet")
-def _unet(m: ModelConfig, shape: Sequence[int], num_classes: int | None) -> nn.Module:
+def _unet(m: ModelConfig, shape: Sequence[int], num_classes: int | None, guidance: bool) -> nn.Module:
     if len(shape) != 3:
         raise UserError(f"unet takes images [N, C, H, W]; this data has examples of shape {list(shape)} (use mlp)", arg="model")
     levels = 2 ** (len(m.mults) - 1)
@@ -38,7 +40,7 @@ def _unet(m: ModelConfig, shape: Sequence[int], num_classes: int | None) -> nn.M
         raise UserError(f"a unet with {len(m.mults)} levels needs images of at least {2 * levels}×{2 * levels}; these are "
                         f"{shape[1]}×{shape[2]} (use mlp)", arg="model")
     return UNet(shape[0], max(shape[1], shape[2]), width=m.width, mults=m.mults, blocks=m.blocks,
-                attn_res=m.attn_res, dropout=m.dropout, num_classes=num_classes)
+                attn_res=m.attn_res, dropout=m.dropout, num_classes=num_classes, guidance=guidance)
 
 
 def import_class(path: str) -> type:
@@ -58,23 +60,37 @@ def import_class(path: str) -> type:
 
 def build_backbone(config: TrainConfig, shape: Sequence[int], num_classes: int | None = None) -> nn.Module:
     """The backbone ``config.model`` names for examples of ``shape``; class-conditional on the data's
-    ``num_classes`` labels when ``config.cond`` is "class" (one more class embedding row is the null)."""
+    ``num_classes`` labels when ``config.cond`` is "class" (one more class embedding row is the null);
+    with an embedding of the guidance weight for a w-conditioned student (``config.guidance_range``)."""
     num_classes = conditional_classes(config, num_classes)
     m = config.model
+    guidance = config.guidance_range is not None
+    if guidance and (":" in m.name or not num_classes):
+        raise UserError("a w-conditioned student (--guidance-range) needs a class-conditional teacher with fewstep's "
+                        "mlp or unet backbone (their embedding of w)", arg="guidance_range")
     if ":" in m.name:
         try:
             return backbone(m.name, **m.kwargs)
         except TypeError as exc:
             raise UserError(f"{m.name}(**{m.kwargs}) failed ({exc})", arg="model") from None
-    return BACKBONES.get(m.name, arg="model")(m, shape, num_classes)
+    return BACKBONES.get(m.name, arg="model")(m, shape, num_classes, guidance)
+
+
+def resolve_cond(config: TrainConfig, dataset: Dataset) -> TrainConfig:
+    """``cond = "auto"`` made concrete: "class" for labelled data held in memory, "none" otherwise."""
+    if config.cond != "auto":
+        return config
+    labelled = dataset.num_classes is not None and not isinstance(dataset.train, LazyExamples)
+    return dataclasses.replace(config, cond="class" if labelled else "none")
 
 
 def conditional_classes(config: TrainConfig, num_classes: int | None) -> int | None:
-    """The class count the backbone is conditioned on: the data's when ``config.cond`` is "class"."""
-    if config.cond == "none":
+    """The class count the backbone is conditioned on: the data's when ``config.cond`` is "class" (or
+    "auto" and the data has labels)."""
+    if config.cond == "none" or (config.cond == "auto" and not num_classes):
         return None
-    if config.cond != "class":
-        raise UserError(f"expected none or class, got {config.cond!r}", arg="cond")
+    if config.cond not in ("class", "auto"):
+        raise UserError(f"expected none, class or auto, got {config.cond!r}", arg="cond")
     if not num_classes:
         raise UserError(f"class conditioning needs labelled data; {config.data!r} has no labels", arg="cond")
     return num_classes

@@ -39,7 +39,7 @@ class TrainConfig:
     data_loader: str = "auto"               # memory | stream | auto (stream above 1 GiB); built-ins: memory
     workers: int = 2                        # DataLoader processes decoding streamed data
     objective: str = "diffusion"
-    cond: str = "none"                      # "none" | "class": a class-conditional backbone on the data's labels
+    cond: str = "auto"                      # "none" | "class" (on the data's labels) | "auto": class for labelled data
     cond_dropout: float = 0.1               # P(label → null class) while training a conditional teacher (§10)
     model: ModelConfig = field(default_factory=ModelConfig)
     prediction: str = "v"                  # what the backbone predicts: v | eps | x
@@ -66,6 +66,7 @@ class TrainConfig:
     student_steps: int = 4                  # S
     init: str = "teacher"                   # "teacher" | "none"
     guidance: float | None = None           # cd: distil the teacher guided at this w (docs/math.md §10)
+    guidance_range: tuple[float, float] | None = None  # cd: a w-conditioned student, w ~ U[lo, hi] (§10)
     teacher_sampler: str = "addim"          # "addim" | "ddim" | "dpm2" (DPM-Solver++(2S): two teacher calls)
     n0: int = 128                           # N_0; fixed N = 128 (N_0 = N_1) measured better than the
     n1: int = 128                           # paper's 64 → 1280 anneal for short runs (docs/math.md §5)
@@ -96,6 +97,8 @@ class TrainConfig:
         model = dict(d.pop("model", {}))
         if "mults" in model:
             model["mults"] = tuple(model["mults"])
+        if d.get("guidance_range") is not None:
+            d["guidance_range"] = tuple(d["guidance_range"])
         for kind, given in ((cls, d), (ModelConfig, model)):
             unknown = set(given) - {f.name for f in dataclasses.fields(kind)}
             if unknown:
@@ -128,14 +131,17 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 # Fields only a student's objective reads; a diffusion teacher is the same run whatever they hold.
-STUDENT_ONLY = ("teacher", "student_steps", "init", "guidance", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
+STUDENT_ONLY = ("teacher", "student_steps", "init", "guidance", "guidance_range", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
                 "ect_p_mean", "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting", "ect_c")
 
 
 def same_settings(a: TrainConfig, b: TrainConfig) -> bool:
     """Whether two configs describe the same run: the device does not count, nor, for a diffusion teacher,
-    the student-only fields (so a new student default does not make every teacher stale)."""
+    the student-only fields (so a new student default does not make every teacher stale), nor ``cond``
+    when one of them says "auto"."""
     ignored = {"device", *(STUDENT_ONLY if a.objective == b.objective == "diffusion" else ())}
+    if "auto" in (a.cond, b.cond):  # "auto" becomes the same concrete choice on the same data
+        ignored.add("cond")
     strip = lambda c: {k: v for k, v in c.to_dict().items() if k not in ignored}
     return strip(a) == strip(b)
 

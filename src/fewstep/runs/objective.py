@@ -10,7 +10,7 @@ import torch
 from ..data import Dataset
 from ..errors import UserError
 from ..guidance import Guided
-from ..objectives import DiffusionObjective, ECTObjective, MultistepECTObjective, MultistepObjective, Objective
+from ..objectives import DiffusionObjective, ECTObjective, GuidanceRange, MultistepECTObjective, MultistepObjective, Objective
 from ..param import DenoiserLike
 from ..registry import Registry
 from ..samplers import SamplerSpec
@@ -39,19 +39,27 @@ def _diffusion(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple
 
 
 def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
-    guided = {}
+    guided: dict[str, Any] = {}
     teacher_denoiser = teacher.denoiser
-    if config.guidance is not None:  # distil the guided teacher (docs/math.md §10): one student per w
+    w_range = config.guidance_range
+    if config.guidance is not None or w_range is not None:  # distil the guided teacher (docs/math.md §10)
         if config.objective != "cd" or config.cond != "class":
-            raise UserError("--guidance distils a guided class-conditional teacher: --objective cd with a teacher "
+            raise UserError("guidance distils a guided class-conditional teacher: --objective cd with a teacher "
                             "trained with --cond class", arg="guidance")
+        if config.guidance is not None and w_range is not None:
+            raise UserError("give one of a fixed w (--guidance) or a range (--guidance-range)", arg="guidance")
+        if w_range is not None and not 0.0 <= w_range[0] < w_range[1]:
+            raise UserError(f"expected LO,HI with 0 <= LO < HI, got {w_range[0]:g},{w_range[1]:g}", arg="guidance_range")
+        # One student per w, or one w-conditioned student whose teacher is guided at each example's w.
         teacher_denoiser = Guided(teacher.denoiser, config.guidance, {"class": dataset.num_classes})
-        guided = {"hyper": {"guidance": config.guidance}}
-    objective = MultistepObjective(
+        guided = {"hyper": {"guidance": config.guidance} if w_range is None else {"guidance_range": list(w_range)}}
+    objective: Objective = MultistepObjective(
         teacher_denoiser if config.objective == "cd" else None, config.student_steps, iters=config.iters,
         n0=config.n0, n1=config.n1, anneal_frac=config.anneal_frac, teacher_sampler=config.teacher_sampler,
         eta=config.eta, huber_c=config.huber_c, weighting=config.weighting,
     )
+    if w_range is not None:
+        objective = GuidanceRange(objective, *w_range)
     return objective, {"student_steps": config.student_steps, "sampler": objective.sampler,
                        "n_schedule": {"n0": config.n0, "n1": config.n1, "anneal_frac": config.anneal_frac}, **guided}
 

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 
 from ..cond import Cond
 from ..errors import UserError
-from ..guidance import Guided
-from ..param import Denoiser, DenoiserLike
+from ..guidance import AtGuidance, Guided
+from ..param import CountingDenoiser, Denoiser, DenoiserLike
 from ..samplers import SamplerSpec, parse_sampler, resolve_variance
 from ..samplers.addim import run_defaults
 from ..samplers.spec import text_option
@@ -66,10 +66,30 @@ class Run:
             known = f"; its classes are {', '.join(names)}" if names else ""
             raise UserError(f"unknown class {name!r}{known}", arg="class") from None
 
-    def guided(self, guidance: float | None, interval: tuple[float, float] | None = None) -> DenoiserLike:
-        """The run's denoiser, guided at ``guidance`` = w (docs/math.md §10) when given."""
+    @property
+    def guidance_range(self) -> tuple[float, float] | None:
+        """(lo, hi) for a w-conditioned student (it serves any w in the range with one call per step)."""
+        given = self.card.hyper.get("guidance_range")
+        return None if given is None else (float(given[0]), float(given[1]))
+
+    def guided(self, guidance: float | None, interval: tuple[float, float] | None = None,
+               denoiser: DenoiserLike | None = None) -> DenoiserLike:
+        """The run's denoiser (or ``denoiser``, e.g. a counting wrapper of it) guided at ``guidance`` = w
+        (docs/math.md §10): a teacher by classifier-free guidance (2 calls per step), a w-conditioned student
+        by its embedding of w (1 call; default: the range's lower end); unguided when None."""
+        denoiser = denoiser or self.denoiser
+        w_range = self.guidance_range
+        if w_range is not None:
+            w = w_range[0] if guidance is None else guidance
+            if not w_range[0] <= w <= w_range[1]:
+                raise UserError(f"this student was distilled for w in [{w_range[0]:g}, {w_range[1]:g}], got {w:g}", arg="guidance")
+            if interval is not None:
+                raise UserError("a w-conditioned student takes no guidance interval (it makes one call per step)", arg="guidance_interval")
+            return AtGuidance(denoiser, w)
         if guidance is None:
-            return self.denoiser
+            if interval is not None:
+                raise UserError("a guidance interval needs a guidance weight (--guidance)", arg="guidance_interval")
+            return denoiser
         if self.num_classes is None:
             raise UserError("guidance needs a class-conditional run (trained with --cond class)", arg="guidance")
         distilled_at = self.card.hyper.get("guidance")
@@ -78,7 +98,15 @@ class Run:
                             "without guidance", arg="guidance")
         if guidance < 0:
             raise UserError(f"expected a guidance weight ≥ 0, got {guidance}", arg="guidance")
-        return Guided(self.denoiser, guidance, {"class": self.num_classes}, interval)
+        return Guided(denoiser, guidance, {"class": self.num_classes}, interval)
+
+    def nfe(self, sampler: str | SamplerSpec | None = None, steps: int | None = None, *,
+            guidance: float | None = None, interval: tuple[float, float] | None = None) -> int:
+        """Network evaluations per sample, counted on one sample: a guided step costs 2 (1 outside its
+        interval, 1 at w ∈ {0, 1} and for a w-conditioned student)."""
+        counter = CountingDenoiser(self.denoiser)
+        self.sample_tensor(1, steps=steps, sampler=sampler, guidance=guidance, interval=interval, denoiser=counter)
+        return counter.evaluations
 
     @property
     def is_student(self) -> bool:
@@ -133,7 +161,7 @@ class Run:
         self, n: int, *, steps: int | None = None, sampler: str | SamplerSpec | None = None, seed: int = 0,
         variance: str | None = None, batch_size: int | None = None, clip_x: bool = False, final: str | None = None,
         cond: Cond | None = None, classes: Sequence[int] | None = None, guidance: float | None = None,
-        interval: tuple[float, float] | None = None,
+        interval: tuple[float, float] | None = None, denoiser: DenoiserLike | None = None,
     ) -> Tensor:
         """``n`` samples in model units (standardised points, images in [−1, 1]). A class-conditional run
         samples ``cond``, else ``classes`` in turn, else every class balanced; ``guidance`` = w guides it
@@ -141,7 +169,7 @@ class Run:
         spec = self.spec(sampler, steps, variance=variance, final=final)
         resolved = SamplerSpec(spec.name, spec.steps, self.sampler_options(spec))
         cond = cond if cond is not None else self.class_cond(n, classes)
-        return generate(self.guided(guidance, interval), n, self.shape, resolved, seed=seed, device=self.device,
+        return generate(self.guided(guidance, interval, denoiser), n, self.shape, resolved, seed=seed, device=self.device,
                         batch_size=batch_size, cond=cond, clip_x=clip_x)
 
     def sample(self, n: int, **kwargs: Any) -> np.ndarray:

@@ -18,7 +18,7 @@ from ..sampling import generate
 from ..train import dist
 from ..train.checkpoint import remove_run
 from ..train.loop import LoopSettings, fit
-from .build import BACKBONES, build_backbone, build_denoiser, check_rebuilds, describe_class, layout_difference, recipe_of
+from .build import BACKBONES, build_backbone, build_denoiser, check_rebuilds, resolve_cond, describe_class, layout_difference, recipe_of
 from .card import BackboneRecipe, RunCard
 from .config import ModelConfig, TrainConfig, same_settings
 from .folder import check_resumable, load_weights, read_run
@@ -50,6 +50,7 @@ def train(
     device = dist.resolve_device(config.device)
     dist.init(device)
     dataset = dataset or load_dataset(config.data, config.data_loader)
+    config = resolve_cond(config, dataset)
     ckpt = None
     if resume and not (workdir / "checkpoint.json").is_file():
         resume = False  # killed before its first checkpoint: start again from step 0, without its partial log
@@ -67,7 +68,8 @@ def train(
         check_resumable(ckpt, denoiser.backbone)
     composed = make_objective(config, dataset, device, denoiser, teacher=teacher)
     if ckpt is None and composed.teacher.weights is not None:
-        load_weights(denoiser.backbone, composed.teacher.weights, "the teacher's weights", arg="init")
+        load_weights(denoiser.backbone, with_own_guidance_embedding(denoiser.backbone, composed.teacher.weights),
+                     "the teacher's weights", arg="init")
     card = RunCard(dataset.name, dataset.shape, dataset.normaliser, dataset.num_classes, config.objective,
                    backbone=recipe, class_names=dataset.class_names, **composed.card)
     settings = LoopSettings(
@@ -89,6 +91,13 @@ def train(
         device=device, config=config.to_dict(), card=card.to_dict(), heldout=Batch(dataset.heldout, class_cond(dataset.heldout_labels) if labelled else None),
         resume=ckpt, evaluate=evaluate, stop_after=stop_after, progress=progress)
     return workdir
+
+
+def with_own_guidance_embedding(student: torch.nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The teacher's weights plus the student's own (zero-output) embedding of w where the teacher has none:
+    a w-conditioned student starts as its teacher (docs/math.md §10)."""
+    own = {k: v for k, v in student.state_dict().items() if ".guidance_mlp." in f".{k}" and k not in weights}
+    return {**weights, **own}
 
 
 def class_cond(labels: torch.Tensor) -> dict[str, torch.Tensor]:

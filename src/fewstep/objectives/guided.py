@@ -1,0 +1,37 @@
+"""A w-conditioned student (docs/math.md §10; LCM, Luo et al. 2023): one student for a range of guidance
+weights. Each example draws its own w ~ U[w_lo, w_hi]; the student sees it as ``cond["guidance"]`` (an
+embedding of w beside the time embedding), and the teacher, wrapped as ``Guided(teacher, None, …)``, is
+guided at that same w."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..batch import Batch
+from ..cond import GUIDANCE, Cond
+from ..param import Denoiser
+from .common import LossOutput, Objective, ObjectiveBase
+
+
+class GuidanceRange(ObjectiveBase):
+    """``objective`` with each example's guidance weight w ~ U[lo, hi] added to its condition."""
+
+    def __init__(self, objective: Objective, lo: float, hi: float) -> None:
+        if not 0.0 <= lo < hi:
+            raise ValueError(f"a guidance range needs 0 <= lo < hi, got ({lo}, {hi})")
+        self.objective, self.lo, self.hi = objective, float(lo), float(hi)
+        self.name, self.sampler = objective.name, objective.sampler
+
+    def __call__(self, denoiser: Denoiser, x: Tensor, cond: Cond | None, step: int, generator: torch.Generator) -> LossOutput:
+        if cond is None:
+            raise ValueError("a w-conditioned student needs a class condition (cond is None)")
+        w = self.lo + (self.hi - self.lo) * torch.rand(len(x), generator=generator)
+        return self.objective(denoiser, x, {**cond, GUIDANCE: w.to(x.device)}, step, generator)
+
+    def state(self) -> dict[str, Any]:
+        return self.objective.state()
+
+    def finalize(self, ema: Denoiser, heldout: Batch) -> dict[str, Any]:
+        return self.objective.finalize(ema, heldout)
