@@ -2,11 +2,11 @@
 objective a run trains, with which teacher, is composed in :mod:`fewstep.runs.objective`."""
 from .common import LossOutput, Objective, ObjectiveBase
 from .diffusion import DiffusionObjective
-from .guided import GuidanceRange
+from .guided import ConditionDropout, GuidanceRange
 from .ect import ECTObjective, MultistepECTObjective
 from .multistep import MultistepObjective, consistency_target, pseudo_huber
 
 __all__ = [
     "LossOutput", "Objective", "ObjectiveBase", "DiffusionObjective", "MultistepObjective", "ECTObjective",
-    "MultistepECTObjective", "GuidanceRange", "consistency_target", "pseudo_huber",
+    "MultistepECTObjective", "GuidanceRange", "ConditionDropout", "consistency_target", "pseudo_huber",
 ]

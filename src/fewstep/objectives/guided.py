@@ -1,7 +1,13 @@
-"""A w-conditioned student (docs/math.md §10; LCM, Luo et al. 2023): one student for a range of guidance
-weights. Each example draws its own w ~ U[w_lo, w_hi]; the student sees it as ``cond["guidance"]`` (an
-embedding of w beside the time embedding), and the teacher, wrapped as ``Guided(teacher, None, …)``, is
-guided at that same w."""
+"""Objectives of conditional students, as wrappers of another objective (docs/math.md §10).
+
+:class:`GuidanceRange`: a w-conditioned student (LCM, Luo et al. 2023), one student for a range of
+guidance weights. Each example draws its own w ~ U[w_lo, w_hi]; the student sees it as
+``cond["guidance"]`` (an embedding of w beside the time embedding), and the teacher, wrapped as
+``Guided(teacher, None, …)``, is guided at that same w.
+
+:class:`ConditionDropout`: a student trained without a teacher (CT, ECT) learns the null class only if
+its own training drops the condition, as a diffusion teacher's does; it can then be guided when it
+samples (two calls per step)."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..batch import Batch
-from ..cond import GUIDANCE, Cond
+from ..cond import GUIDANCE, Cond, drop_condition
 from ..param import Denoiser
 from .common import LossOutput, Objective, ObjectiveBase
 
@@ -29,6 +35,23 @@ class GuidanceRange(ObjectiveBase):
             raise ValueError("a w-conditioned student needs a class condition (cond is None)")
         w = self.lo + (self.hi - self.lo) * torch.rand(len(x), generator=generator)
         return self.objective(denoiser, x, {**cond, GUIDANCE: w.to(x.device)}, step, generator)
+
+    def state(self) -> dict[str, Any]:
+        return self.objective.state()
+
+    def finalize(self, ema: Denoiser, heldout: Batch) -> dict[str, Any]:
+        return self.objective.finalize(ema, heldout)
+
+
+class ConditionDropout(ObjectiveBase):
+    """``objective`` with each example's condition replaced by the null one with probability ``p``."""
+
+    def __init__(self, objective: Objective, p: float, nulls: dict[str, int | float]) -> None:
+        self.objective, self.p, self.nulls = objective, float(p), dict(nulls)
+        self.name, self.sampler = objective.name, objective.sampler
+
+    def __call__(self, denoiser: Denoiser, x: Tensor, cond: Cond | None, step: int, generator: torch.Generator) -> LossOutput:
+        return self.objective(denoiser, x, drop_condition(cond, self.p, self.nulls, generator), step, generator)
 
     def state(self) -> dict[str, Any]:
         return self.objective.state()

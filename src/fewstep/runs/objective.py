@@ -10,7 +10,7 @@ import torch
 from ..data import Dataset
 from ..errors import UserError
 from ..guidance import Guided
-from ..objectives import DiffusionObjective, ECTObjective, GuidanceRange, MultistepECTObjective, MultistepObjective, Objective
+from ..objectives import ConditionDropout, DiffusionObjective, ECTObjective, GuidanceRange, MultistepECTObjective, MultistepObjective, Objective
 from ..param import DenoiserLike
 from ..registry import Registry
 from ..samplers import SamplerSpec
@@ -104,4 +104,7 @@ def make_objective(config: TrainConfig, dataset: Dataset, device: torch.device, 
     factory = OBJECTIVES.get(config.objective, arg="objective")
     source = Teacher(None, None) if config.objective == "diffusion" else resolve_teacher(config, dataset, device, student, teacher)
     objective, card = factory(config, dataset, source)
+    if config.cond == "class" and config.objective in ("ct", "ect", "mect"):
+        # No teacher's null class to imitate: the student keeps learning its own (docs/math.md §10).
+        objective = ConditionDropout(objective, config.cond_dropout, {"class": dataset.num_classes})
     return Composed(objective, source, {**source.card, **card})
