@@ -58,18 +58,26 @@ class RunReport:
 
 def collect(run: Run, dataset: Dataset, rows: list[dict[str, Any]], *, title: str | None = None,
             grids: list[Grid] | None = None) -> RunReport:
-    """A :class:`RunReport`; without ``grids``, one grid (seed 0) per (sampler, steps) in ``rows``."""
+    """A :class:`RunReport`; without ``grids``, one grid (seed 0) per (sampler, steps, w) in ``rows``."""
     if grids is None:
-        grids = [sample_grid(run, dataset, r["sampler"], r["steps"]) for r in rows]
+        grids = [sample_grid(run, dataset, r["sampler"], r["steps"], _asked_w(run, r), r.get("interval")) for r in rows]
     return RunReport(title or str(run.workdir), protocol(run, dataset, rows), rows, grids)
 
 
-def sample_grid(run: Run, dataset: Dataset, spec: str, steps: int) -> Grid:
-    """An image grid, or a scatter plot over the held-out split, of seed-0 samples."""
+def _asked_w(run: Run, row: dict[str, Any]) -> float | None:
+    """The ``guidance`` to sample a row's grid with: its w when it guided or the run is w-conditioned."""
+    return row.get("w") if row.get("guided") or run.guidance_range is not None else None
+
+
+def sample_grid(run: Run, dataset: Dataset, spec: str, steps: int, guidance: float | None = None,
+                interval: Sequence[float] | None = None) -> Grid:
+    """An image grid (classes in turn for a conditional run), or a scatter plot over the held-out split, of
+    seed-0 samples."""
     n = GRID_IMAGES if dataset.kind == "images" else GRID_POINTS
-    samples = run.sample(n, steps=steps, sampler=spec, seed=0)
+    samples = run.sample(n, steps=steps, sampler=spec, seed=0, guidance=guidance,
+                         interval=tuple(interval) if interval else None)  # type: ignore[arg-type]
     reference = dataset.to_data_units(dataset.heldout[:GRID_POINTS]) if dataset.kind == "points" else None
-    caption = f"{spec}, {steps} steps"
+    caption = f"{spec}, {steps} steps" + (f", w = {guidance:g}" if guidance is not None else "")
     return Grid(caption, render_png(samples, dataset.kind, title=caption, reference=reference))
 
 
@@ -89,7 +97,7 @@ def write_report(out: Path, reports: list[RunReport], *, overwrite: bool, arg: s
     """Write ``out/report.html`` and ``out/report.json``; returns the HTML's path."""
     html_path, json_path = check_out(out, overwrite, arg)
     plot = quality_plot(reports)
-    save_bytes(html_path, render_html(reports, plot).encode("utf-8"))
+    save_bytes(html_path, render_html(reports, plot, guidance_plot(reports)).encode("utf-8"))
     save_json(json_path, report_data(reports))
     return html_path
 
@@ -122,13 +130,20 @@ def quality_plot(reports: list[RunReport]) -> bytes:
     return png
 
 
+def _line_label(row: dict[str, Any]) -> str:
+    """A sampler, and for a conditional run the w it stands for (guided: 2 calls per step, in the NFE)."""
+    if row.get("w") is None:
+        return row["sampler"]
+    return f"{row['sampler']}, w {row['w']:g}" + (" guided" if row.get("guided") else "") + (" (interval)" if row.get("interval") else "")
+
+
 def _plot_panel(ax: Any, data: str, metric: str, members: list[RunReport]) -> None:
     for i, report in enumerate(members):
         colour_floor = f"C{i}"
-        for j, sampler in enumerate(dict.fromkeys(r["sampler"] for r in report.rows)):
-            rows = sorted((r for r in report.rows if r["sampler"] == sampler and math.isfinite(r["mean"])), key=lambda r: r["nfe"])
+        for j, line in enumerate(dict.fromkeys(_line_label(r) for r in report.rows)):
+            rows = sorted((r for r in report.rows if _line_label(r) == line and math.isfinite(r["mean"])), key=lambda r: r["nfe"])
             ax.errorbar([r["nfe"] for r in rows], [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
-                        marker="o", ms=4, capsize=2, color=f"C{(i * 3 + j) % 10}", label=f"{report.title}: {sampler}")
+                        marker="o", ms=4, capsize=2, color=f"C{(i * 3 + j) % 10}", label=f"{report.title}: {line}")
         floors = [r["floor"] for r in report.rows if math.isfinite(r["floor"])]
         if floors:
             ax.axhline(sum(floors) / len(floors), ls="--", lw=1, color=colour_floor if len(members) > 1 else "gray",
@@ -147,9 +162,40 @@ def _plot_panel(ax: Any, data: str, metric: str, members: list[RunReport]) -> No
     ax.legend(fontsize=7)
 
 
+def guidance_plot(reports: list[RunReport]) -> bytes | None:
+    """FD against class accuracy over the guidance sweep: one line per run, sampler and step count through
+    its w values (each point labelled with w); None when no run was evaluated at several w."""
+    lines = {}
+    for report in reports:
+        for row in report.rows:
+            if "class_accuracy" in row and row.get("w") is not None and math.isfinite(row["mean"]):
+                lines.setdefault((report.title, row["sampler"], row["steps"]), []).append(row)
+    lines = {k: sorted(v, key=lambda r: r["w"]) for k, v in lines.items() if len({r["w"] for r in v}) > 1}
+    if not lines:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for k, ((title, sampler, steps), rows) in enumerate(lines.items()):
+        xs, ys = [r["class_accuracy"] for r in rows], [r["mean"] for r in rows]
+        ax.plot(xs, ys, marker="o", ms=4, color=f"C{k % 10}", label=f"{title}: {sampler}, {steps} steps")
+        for r, x, y in zip(rows, xs, ys):
+            ax.annotate(f"w={r['w']:g}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    reference = next(r["class_accuracy_reference"] for rows in lines.values() for r in rows)
+    ax.axvline(reference, ls="--", lw=1, color="gray", label=f"real held-out data: {reference:.3f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("class accuracy (share of samples classified as the class asked for)")
+    ax.set_ylabel(METRIC_LABELS.get(next(iter(lines.values()))[0]["metric"], "metric"))
+    ax.set_title("guidance sweep: quality against class accuracy", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png = figure_png(fig)
+    plt.close(fig)
+    return png
+
+
 # --- the page -------------------------------------------------------------------------------------
 
-def render_html(reports: list[RunReport], plot_png: bytes) -> str:
+def render_html(reports: list[RunReport], plot_png: bytes, guidance_png: bytes | None = None) -> str:
     """The whole page as one string."""
     from . import __version__
 
@@ -159,6 +205,8 @@ def render_html(reports: list[RunReport], plot_png: bytes) -> str:
                   "what a perfect generator of the same number of samples scores."),
         _tag("h2", "Quality against NFE"),
         _img(plot_png, "quality against NFE", "plot"),
+        *([_tag("h2", "Guidance: quality against class accuracy"), _img(guidance_png, "quality against class accuracy", "plot")]
+          if guidance_png is not None else []),
         _tag("h2", "Results"),
         _results_table(reports),
         _tag("h2", "Sampling speed"),
@@ -200,16 +248,23 @@ def _table(headers: list[str], rows: list[list[str]], table_id: str, text_column
 def _results_table(reports: list[RunReport]) -> str:
     fid = any("fid" in row for r in reports for row in r.rows)
     free = any("best_free" in row for r in reports for row in r.rows)  # a student next to its teacher's training-free samplers
-    headers = ["run", "data", "sampler", "steps", "NFE", "metric", "mean ± std over seeds", "noise floor"]
+    guided = any(row.get("w") is not None for r in reports for row in r.rows)
+    accuracy = any("class_accuracy" in row for r in reports for row in r.rows)
+    headers = ["run", "data", "sampler", "steps", "NFE"] + (["w"] if guided else []) + ["metric", "mean ± std over seeds", "noise floor"]
+    headers += ["class accuracy (real data)"] if accuracy else []
     headers += ["FID mean ± std", "FID floor"] if fid else []
     headers += ["best training-free at ≤ NFE", "excess ratio"] if free else []
     cells = []
     for r in reports:
         for row in r.rows:
-            line = [r.title, r.protocol["data"], row["sampler"], str(row["steps"]), str(row["nfe"]),
-                    METRIC_LABELS.get(row["metric"], row["metric"]), f"{_num(row['mean'])} ± {_num(row['std'])}", _num(row["floor"])]
+            line = [r.title, r.protocol["data"], row["sampler"], str(row["steps"]), str(row["nfe"])]
+            line += [_line_label(row).partition(", w ")[2] or "–"] if guided else []
+            line += [METRIC_LABELS.get(row["metric"], row["metric"]), f"{_num(row['mean'])} ± {_num(row['std'])}", _num(row["floor"])]
+            if accuracy:
+                line += [f"{_num(row['class_accuracy'])} ± {_num(row['class_accuracy_std'])} ({_num(row['class_accuracy_reference'])})"
+                         if "class_accuracy" in row else "–"]
             if fid:
-                line += [f"{_num(row['fid'])} ± {_num(row['fid_std'])}", _num(row["fid_floor"])] if "fid" in row else ["–", "–"]
+                line += [f"{_num(row['fid'])} ± {_num(row['fid_std'])}", _num(row.get("fid_floor", math.nan))] if "fid" in row else ["–", "–"]
             if free:
                 line += _free_cells(row)
             cells.append(line)
@@ -222,7 +277,8 @@ def _free_cells(row: dict[str, Any]) -> list[str]:
     if best is None:
         return ["–", "–"]
     ratio = row.get("excess_ratio")
-    return [f"{best['sampler']} ({best['steps']} steps, NFE {best['nfe']}): {_num(best['mean'])} ± {_num(best['std'])}",
+    at = f", w {best['w']:g}" + (" guided" if best.get("guided") else "") if best.get("w") is not None else ""
+    return [f"{best['sampler']} ({best['steps']} steps{at}, NFE {best['nfe']}): {_num(best['mean'])} ± {_num(best['std'])}",
             _num(ratio) if ratio is not None else "–"]
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import UserError
-from .args import bounded_int, count_int, int_list
+from .args import bounded_int, count_int, float_list, int_list
 
 if TYPE_CHECKING:
     from ..data import Dataset
@@ -29,6 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int_list, default=TEACHER_STEPS, help="a teacher's step counts (students use their own; "
                    "dpmpp2m and unipc, which are DDIM at 1 and 2 steps, run from 3)")
     p.add_argument("--seeds", type=bounded_int(1, 100), default=3, help="number of sampling seeds")
+    p.add_argument("--guidance", type=float_list, help="class-conditional runs: comma list of guidance weights w (e.g. "
+                   "0,1,1.5,2,4); teachers are evaluated at each (a guided step costs 2 calls, counted in the NFE), "
+                   "w-conditioned students at those in their range, and the report plots FD against class accuracy")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA if available, else CPU")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report.html and report.json")
     p.set_defaults(func=run, flags={"run": "RUN"})
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> None:
         if model.is_student:
             continue
         for spec, s in teacher_plan(args.steps):
-            rows[i] += mark_training_free(evaluate_run(model, datasets[i], [spec], [s], n=n, seeds=seeds))
+            rows[i] += mark_training_free(evaluate_run(model, datasets[i], [spec], [s], n=n, seeds=seeds,
+                                                       guidance=_weights(model, args.guidance)))
         print(format_table(rows[i], title=f"{path} ({datasets[i].name}, step {model.step})"), flush=True)
 
     # Baselines per teacher folder: the rows of a teacher in this report, else of an extra "(training-free)" entry.
@@ -77,14 +81,16 @@ def run(args: argparse.Namespace) -> None:
         if not model.is_student:
             continue
         samplers, steps = default_plan(model)
-        rows[i] = evaluate_run(model, datasets[i], samplers, steps, n=n, seeds=seeds)
+        rows[i] = evaluate_run(model, datasets[i], samplers, steps, n=n, seeds=seeds, guidance=_weights(model, args.guidance))
         teacher = teachers[i]
         if teacher is not None:
             key = teacher.workdir.resolve()
             if key not in in_report and key not in extra:
                 extra[key] = (teacher, datasets[i], [])
             baselines = rows[in_report[key]] if key in in_report else extra[key][2]
-            added = missing_training_free(teacher, datasets[i], sorted({r["nfe"] for r in rows[i]}), baselines, n=n, seeds=seeds)
+            weights = sorted({r["w"] for r in rows[i] if r.get("w") is not None} | {1.0}) if teacher.num_classes else [None]
+            added = missing_training_free(teacher, datasets[i], sorted({r["nfe"] for r in rows[i]}), baselines, n=n, seeds=seeds,
+                                          guidance=weights)
             baselines += added
             rows[i] = against_training_free(rows[i], baselines)
             if added:
@@ -98,8 +104,21 @@ def run(args: argparse.Namespace) -> None:
     print(f"report written to {html_path} and {html_path.with_suffix('.json')}")
 
 
+def _weights(model: Run, asked: Sequence[float] | None) -> list[float | None]:
+    """The guidance weights a run is evaluated at: ``asked`` for a conditional teacher, those in its range
+    for a w-conditioned student; unguided otherwise (a fixed-w student, an unconditional run)."""
+    if not asked or model.num_classes is None or model.card.hyper.get("guidance") is not None:
+        return [None]
+    if model.guidance_range is not None:
+        lo, hi = model.guidance_range
+        return [w for w in asked if lo <= w <= hi] or [None]
+    if model.is_student and model.config.objective == "cd":
+        return [None]  # distilled unguided: its null class was never trained
+    return list(asked)
+
+
 def _ordered(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows by sampler (TEACHER_SAMPLERS' order, then any other in order of appearance), then NFE: baselines
     added later join their sampler."""
     order = {name: k for k, name in enumerate(dict.fromkeys([*TEACHER_SAMPLERS, *(r["sampler"] for r in rows)]))}
-    return sorted(rows, key=lambda r: (order[r["sampler"]], r["nfe"]))
+    return sorted(rows, key=lambda r: (order[r["sampler"]], r.get("w") or 0.0, r["nfe"]))
