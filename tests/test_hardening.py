@@ -211,6 +211,35 @@ def test_torchrun_two_processes_train_every_student_objective(moons_run: Path, t
     assert ckpt.step == 12 and all(torch.isfinite(v).all() for v in ckpt.model.values())
 
 
+@pytest.fixture(scope="module")
+def digits_cond_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 20-iteration class-conditional digits teacher (digits are labelled: conditional by default)."""
+    root = tmp_path_factory.mktemp("digits_cond")
+    proc = run_fewstep("train", "--data", "digits", "--out", root / "run", "--iters", "20", "--batch", "32", "--width", "32",
+                       "--eval-samples", "20", "--no-progress", cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return root / "run"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guidance", [["--guidance", "2"], ["--guidance-range", "1,4"]])
+def test_torchrun_two_processes_distil_a_guided_teacher(digits_cond_run: Path, tmp_path: Path, guidance: list[str]) -> None:
+    """A fixed-w and a w-conditioned student of a guided teacher under DDP; the quick evaluation samples every
+    class on both ranks and reports the class accuracy of all of them."""
+    out = tmp_path / "run"
+    torchrun = [str(VENV_BIN / "torchrun"), "--nproc_per_node=2", "--standalone", "-m", "fewstep.cli.main"]
+    proc = run_fewstep("distill", "--teacher", digits_cond_run, "--student-steps", "2", "--out", out, *guidance,
+                       "--iters", "8", "--batch", "16", "--eval-samples", "41", "--ckpt-every", "4", "--no-progress",
+                       cwd=tmp_path, exe=torchrun, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = read_log(out / "log.jsonl")
+    assert [r for r in log if r.get("event") == "start"][0]["world_size"] == 2
+    (end,) = [r for r in log if r.get("event") == "end"]
+    assert end["eval"]["n_samples"] == 41 and 0.0 <= end["eval"]["class_accuracy"] <= 1.0
+    ckpt = read_checkpoint(out)
+    assert ckpt.step == 8 and all(torch.isfinite(v).all() for v in ckpt.model.values())
+
+
 def test_the_stop_grad_reference_runs_on_the_bare_backbone_under_ddp(tmp_path: Path) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel

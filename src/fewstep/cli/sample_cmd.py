@@ -61,4 +61,5 @@ def run(args: argparse.Namespace) -> None:
              **labels, **guidance)
     if png is not None:
         save_png(png, samples, model.normaliser.kind, title=f"{sampler}, {steps} steps")
-    print(f"{len(samples)} samples ({sampler}, {steps} steps, {nfe} network calls each) written to {out}" + (f" and {png}" if png else ""))
+    print(f"{len(samples)} samples ({sampler}, {steps} steps) written to {out}" + (f" and {png}" if png else "")
+          + f"; {nfe} network calls per sample")

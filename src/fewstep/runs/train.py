@@ -78,7 +78,8 @@ def train(
         ckpt_every=config.ckpt_every, eval_every=config.eval_every, max_bad_steps=config.max_bad_steps,
         label=f"train {config.objective}",
     )
-    evaluate = lambda ema: quick_eval(ema, dataset, config.eval_samples, composed.objective.sampler)  # noqa: E731
+    num_classes = dataset.num_classes if config.cond == "class" else None
+    evaluate = lambda ema: quick_eval(ema, dataset, config.eval_samples, composed.objective.sampler, num_classes)  # noqa: E731
     labelled = config.cond == "class"
     if isinstance(dataset.train, LazyExamples):  # streamed from disk, from the step this call starts at
         if labelled:
@@ -132,22 +133,26 @@ def _built_by(config: TrainConfig, module: torch.nn.Module, dataset: Dataset) ->
 
 
 @torch.no_grad()
-def quick_eval(denoiser: Denoiser, dataset: Dataset, n: int, sampler: Any) -> dict[str, Any] | None:
-    """A few-thousand-sample check of the EMA model with its own sampler, on the held-out split. Under
+def quick_eval(denoiser: Denoiser, dataset: Dataset, n: int, sampler: Any, num_classes: int | None = None) -> dict[str, Any] | None:
+    """A few-thousand-sample check of the EMA model with its own sampler, on the held-out split; a
+    class-conditional model samples every class in turn (unguided) and adds the class accuracy. Under
     torchrun each rank draws its share (seed = rank) and the main rank scores them all; None elsewhere."""
     from ..metrics import evaluate_samples
 
     denoiser.eval()
     count = dist.shard(n)
     device = next(denoiser.parameters()).device
-    mine = generate(denoiser, count, dataset.shape, sampler, seed=dist.rank(), device=device) if count else torch.empty(0, *dataset.shape)
+    labels = (torch.arange(count) + dist.rank()) % num_classes if num_classes else None
+    cond = None if labels is None else class_cond(labels)
+    mine = generate(denoiser, count, dataset.shape, sampler, seed=dist.rank(), device=device, cond=cond) if count else torch.empty(0, *dataset.shape)
     samples = dist.gather_to_main(mine.cpu())
+    every_label = dist.gather_to_main(labels) if labels is not None else None
     if samples is None:
         return None
     finite = samples.flatten(1).isfinite().all(1)
     if not bool(finite.all()):  # a diverged model: say so in the log instead of failing the run at its end
         return {"sampler": sampler.name, "steps": sampler.steps, "nonfinite_fraction": float(1 - finite.float().mean())}
-    return {"sampler": sampler.name, "steps": sampler.steps, **evaluate_samples(dataset, samples)}
+    return {"sampler": sampler.name, "steps": sampler.steps, **evaluate_samples(dataset, samples, labels=every_label)}
 
 
 def ensure_trained(
