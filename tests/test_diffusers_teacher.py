@@ -122,6 +122,19 @@ def test_a_cosine_student_outside_a_tables_range_is_refused_in_one_short_line():
     assert "<1000 values>" in str(info.value) and len(str(info.value)) < 400
 
 
+def test_objectives_draw_no_time_below_t0():
+    from fewstep.objectives import DiffusionObjective, MultistepECTObjective
+    from fewstep.param import Denoiser
+
+    schedule = TabulatedSchedule(make_scheduler("linear", steps=20).betas)  # t_0 = 0.05
+    denoiser = Denoiser(torch.nn.Identity(), schedule)
+    denoiser.raw = lambda z, t, cond=None: torch.zeros_like(z)  # the times are what is tested, not the network
+    out = DiffusionObjective()(denoiser, torch.zeros(256, 2), None, 0, torch.Generator().manual_seed(0))
+    assert out.t.min() >= 0.05
+    times = MultistepECTObjective(4, iters=10).ect_times(schedule, 256, 0, torch.Generator().manual_seed(0))
+    assert times.t.min() >= 0.05
+
+
 def test_multistep_consistency_caps_n_at_the_tables_t():
     objective = MultistepObjective(None, 4, iters=10, n0=128, n1=128, n_max=50)
     assert objective.n_seg_at(0) == 12  # S·N_seg = 48 ≤ T = 50, not 128
