@@ -11,7 +11,7 @@ from ..data import BUILTINS, LOADERS, Dataset, load_dataset
 from ..errors import UserError
 from ..io import check_folder_path
 from ..runs.objective import OBJECTIVES
-from ..runs.teachers import split_source
+from ..runs.teachers import split_source, student_settings
 from ..train.checkpoint import RUN_FILES, remove_run
 from ..train.dist import is_main
 from .args import (at_least_one_float, bounded_int, count_int, finite_float, float_pair, non_negative_float, non_negative_int, positive_float,
@@ -20,7 +20,7 @@ from .args import (at_least_one_float, bounded_int, count_int, finite_float, flo
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 # TrainConfig fields set by the student flags of the same name (--student-steps → student_steps)
-STUDENT_FIELDS = ("student_steps", "guidance", "guidance_range", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
+STUDENT_FIELDS = ("teacher_null_class", "student_steps", "guidance", "guidance_range", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
                   "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting")
 
 
@@ -78,7 +78,11 @@ def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -
     if objective_flag:
         g.add_argument("--objective", choices=OBJECTIVES.names(), default="diffusion",
                        help="diffusion teacher; multistep consistency distillation (cd) or training (ct); Easy Consistency Tuning (ect, 1-2 step sampling) or multistep ECT (mect)")
-    g.add_argument("--teacher", help="teacher run folder (cd; ct, ect, mect start from it unless --init none); 'ideal' for gaussians8's exact denoiser")
+    g.add_argument("--teacher", help="teacher run folder (cd; ct, ect, mect start from it unless --init none); 'ideal' for gaussians8's exact denoiser; "
+                   "diffusers:PATH for a local diffusers folder (save_pretrained: a UNet2DModel with a DDPM or DDIM scheduler; the student "
+                   "trains from scratch on its schedule)")
+    g.add_argument("--teacher-null-class", type=non_negative_int, help="a class-conditional diffusers teacher's null class "
+                   "(default: K when its UNet has K + 1 class embeddings for the data's K classes; with K there is none, and no guidance)")
     g.add_argument("--student-steps", type=steps_int, default=d.student_steps, help="S: student sampling steps (segments) of cd, ct, mect")
     g.add_argument("--init", choices=("teacher", "none"), default=None, help="start from the teacher's weights, or from scratch (default: teacher when there is a teacher run)")
     g.add_argument("--guidance", type=non_negative_float, default=d.guidance, help="cd: distil the teacher guided at this "
@@ -163,18 +167,21 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
         dataset = load_dataset(args.data, args.data_loader or "auto")  # loaded once: mnist takes seconds
         base = preset_for(args.data, dataset.kind, dataset.shape)
         if student:
+            if args.objective == "auto":  # no teacher run to score and no weights to start CT from: distil
+                args.objective = "cd"
             base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=args.init or "none", ema_halflife_frac=0.1)
     dataset = dataset or load_dataset(base.data, args.data_loader or base.data_loader)
     if student:
         base = override(base, **{name: getattr(args, name) for name in STUDENT_FIELDS})
         base = dataclasses.replace(base, ect_c=args.ect_c)  # None is a value here: the weighting's default c
-    return override(
+    config = override(
         base, iters=args.iters, batch=args.batch, lr=args.lr, seed=args.seed, device=args.device,
         precision=args.precision, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
         log_every=args.log_every, eval_samples=args.eval_samples, max_bad_steps=args.max_bad_steps,
         data_loader=args.data_loader, workers=args.workers, cond=args.cond, cond_dropout=args.cond_dropout,
         model_name=args.model, model_width=args.width, model_dropout=args.dropout,
-    ), dataset
+    )
+    return (student_settings(config, dataset) if student else config), dataset
 
 
 def run(args: argparse.Namespace) -> None:

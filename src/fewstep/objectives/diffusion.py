@@ -10,6 +10,7 @@ from ..batch import Batch
 from ..cond import Cond, drop_condition
 from ..param import Denoiser, expand_like
 from ..samplers import SamplerSpec, VarianceTable
+from ..schedules import t_min
 from .common import LossOutput, ObjectiveBase, per_example_mean, stratified_times
 
 
@@ -28,7 +29,7 @@ class DiffusionObjective(ObjectiveBase):
     def __call__(
         self, denoiser: Denoiser, x: Tensor, cond: Cond | None, step: int, generator: torch.Generator
     ) -> LossOutput:
-        t = stratified_times(x.shape[0], generator).to(x.device)                 # [B]
+        t = stratified_times(x.shape[0], generator).clamp_min(t_min(denoiser.schedule)).to(x.device)  # [B], ≥ a table's t_0
         eps = torch.randn(x.shape, generator=generator).to(x.device)             # [B, ...]
         alpha, sigma = (expand_like(a, x) for a in denoiser.schedule.alpha_sigma(t))
         z_t = alpha * x + sigma * eps

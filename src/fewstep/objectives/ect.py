@@ -24,7 +24,7 @@ from torch import Tensor
 from ..cond import Cond
 from ..param import Denoiser, expand_like
 from ..samplers import SamplerSpec
-from ..schedules import Schedule, t_of_u, u_of_t, u_range
+from ..schedules import Schedule, t_min, t_of_u, u_of_t, u_range
 from .common import LossOutput, ObjectiveBase, same_mask_reference
 from .multistep import MultistepObjective, SegmentTimes, pseudo_huber
 
@@ -167,10 +167,11 @@ class MultistepECTObjective(MultistepObjective):
         self.q, self.k, self.b, self.stages = q, k, b, stages
 
     def ect_times(self, schedule: Schedule, batch: int, step: int, generator: torch.Generator) -> SegmentTimes:
-        """Segment k uniform, t uniform in (t_step, t_step + 1/S] (at least T_MIN above t_step), s = r."""
+        """Segment k uniform, t uniform in (t_step, t_step + 1/S] (at least T_MIN, or a table's t_0 (docs/math.md
+        §12), above t_step), s = r."""
         k = torch.randint(0, self.S, (batch,), generator=generator)
         t_step = k.float() / self.S
-        gap = ((1.0 - torch.rand(batch, generator=generator)) / self.S).clamp_min(T_MIN)
+        gap = ((1.0 - torch.rand(batch, generator=generator)) / self.S).clamp_min(max(T_MIN, t_min(schedule)))
         t = (t_step + gap).clamp_max(1.0)
         r = segment_r(t, t_step, u_of_t(schedule, t), stage_at(step, self.iters, self.stages), self.q, self.k, self.b)
         return SegmentTimes(k, t, r, t_step)

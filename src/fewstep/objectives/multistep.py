@@ -3,7 +3,7 @@
 Notation (docs/math.md → code):
     S            ``student_steps``   segments of length 1/S
     N_i          ``n_at(step)``      teacher discretisation, annealed log-linearly N_0 → N_1
-    N_seg, T     ``n_seg``, ``T``    N_seg = max(1, round(N_i/S)), T = S·N_seg
+    N_seg, T     ``n_seg``, ``T``    N_seg = max(1, round(N_i/S)), T = S·N_seg (≤ a tabulated schedule's T, §12)
     k, n         ``k``, ``n``        segment index and sub-step, t = t_step + n/T, s = t − 1/T
     x_tch        ``x_tch``           teacher estimate: x (CT) or x̂_teacher(z_t, t) (CD)
     x̂_ref        ``x_ref``           stop-grad student at (z_s, s), same weights and dropout mask
@@ -90,6 +90,7 @@ class MultistepObjective(ObjectiveBase):
         eta: float = 0.75,
         huber_c: float = 1e-3,
         weighting: str = "vspace",
+        n_max: int | None = None,
     ) -> None:
         if teacher_sampler not in TEACHER_SAMPLERS:
             raise ValueError(f"teacher_sampler must be one of {TEACHER_SAMPLERS}")
@@ -99,6 +100,7 @@ class MultistepObjective(ObjectiveBase):
         self.S = student_steps
         self.iters, self.n0, self.n1, self.anneal_frac = iters, n0, n1, anneal_frac
         self.teacher_sampler, self.eta, self.huber_c, self.weighting = teacher_sampler, eta, huber_c, weighting
+        self.n_max = n_max  # a tabulated teacher's T: a finer grid would step between times it cannot tell apart (§12)
         self.name = "cd" if teacher is not None else "ct"
         self.sampler = SamplerSpec("consistency", student_steps)
 
@@ -113,7 +115,8 @@ class MultistepObjective(ObjectiveBase):
         return math.exp(math.log(self.n0) + frac * (math.log(self.n1) - math.log(self.n0)))
 
     def n_seg_at(self, step: int) -> int:
-        return max(1, round(self.n_at(step) / self.S))
+        n_seg = round(self.n_at(step) / self.S)
+        return max(1, n_seg if self.n_max is None else min(n_seg, self.n_max // self.S))
 
     @torch.no_grad()
     def teacher_step(self, schedule: Schedule, x: Tensor, z_t: Tensor, times: SegmentTimes, cond: Cond | None) -> Tensor:

@@ -62,7 +62,8 @@ class TrainConfig:
     max_bad_steps: int = 0                  # non-finite steps skipped before the run stops (--skip-nonfinite)
     eta: float = 0.75                       # η: aDDIM's variance fraction (docs/math.md §4 a, c)
     # Multistep consistency (docs/math.md §5); used when objective is "cd" or "ct".
-    teacher: str = ""                       # teacher run folder, or "ideal" (gaussians8's exact denoiser)
+    teacher: str = ""                       # teacher run folder, "ideal" (gaussians8's exact denoiser) or "diffusers:PATH"
+    teacher_null_class: int | None = None   # a diffusers teacher's null class index (None: K of K + 1 embeddings)
     student_steps: int = 4                  # S
     init: str = "teacher"                   # "teacher" | "none"
     guidance: float | None = None           # cd: distil the teacher guided at this w (docs/math.md §10)
@@ -131,7 +132,7 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 # Fields only a student's objective reads; a diffusion teacher is the same run whatever they hold.
-STUDENT_ONLY = ("teacher", "student_steps", "init", "guidance", "guidance_range", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
+STUDENT_ONLY = ("teacher", "teacher_null_class", "student_steps", "init", "guidance", "guidance_range", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
                 "ect_p_mean", "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting", "ect_c")
 
 

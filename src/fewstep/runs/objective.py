@@ -14,6 +14,7 @@ from ..objectives import ConditionDropout, DiffusionObjective, ECTObjective, Gui
 from ..param import DenoiserLike
 from ..registry import Registry
 from ..samplers import SamplerSpec
+from ..schedules import schedule_from_dict, table_steps
 from .card import DIFFUSION_STEPS
 from .config import TrainConfig
 from .teachers import Teacher, resolve_teacher
@@ -57,6 +58,7 @@ def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple
         teacher_denoiser if config.objective == "cd" else None, config.student_steps, iters=config.iters,
         n0=config.n0, n1=config.n1, anneal_frac=config.anneal_frac, teacher_sampler=config.teacher_sampler,
         eta=config.eta, huber_c=config.huber_c, weighting=config.weighting,
+        n_max=table_steps(schedule_from_dict(config.schedule)),
     )
     if w_range is not None:
         objective = GuidanceRange(objective, *w_range)

@@ -4,6 +4,7 @@ student's schedule, with the weights a student may start from.
     ""               no teacher (CT or ECT from scratch)
     "ideal"          the data set's exact denoiser (gaussians8)
     "PATH"           a fewstep run folder (the default source)
+    "diffusers:PATH" a local diffusers folder (diffusers_teacher.py)
     a Python object  any denoiser, passed to ``train(…, teacher=…)``
 
 A new source is one module with ``@TEACHER_SOURCES.register("name")``, read from ``name:ARG`` (or the bare
@@ -21,7 +22,7 @@ from ..data import Dataset, ideal_denoiser
 from ..errors import UserError
 from ..param import DenoiserLike, Retimed
 from ..registry import Registry
-from ..schedules import Schedule, logsnr_range
+from ..schedules import Schedule, describe, logsnr_range
 from .config import TrainConfig
 from .folder import open_denoiser
 
@@ -43,6 +44,9 @@ class SourceContext:
 
 
 TEACHER_SOURCES: Registry[Callable[[str, SourceContext], Teacher]] = Registry("teacher source")
+# What a student must take from its teacher source before it is built (a diffusers teacher's schedule and
+# conditioning): source name -> (ARG, the student's config, dataset) -> that config, adapted and checked.
+STUDENT_SETTINGS: dict[str, Callable[[str, TrainConfig, Dataset], TrainConfig]] = {}
 
 
 @TEACHER_SOURCES.register("ideal")
@@ -89,6 +93,13 @@ def split_source(text: str) -> tuple[str | None, str]:
     return None, text
 
 
+def student_settings(config: TrainConfig, dataset: Dataset) -> TrainConfig:
+    """``config`` with what its teacher source decides (see :data:`STUDENT_SETTINGS`); unchanged for others."""
+    name, arg = split_source(config.teacher) if config.teacher else (None, "")
+    adapt = STUDENT_SETTINGS.get(name or "")
+    return config if adapt is None else adapt(arg, config, dataset)
+
+
 def on_schedule(teacher: DenoiserLike, schedule: Schedule) -> DenoiserLike:
     """``teacher`` as a denoiser on ``schedule``: itself when the schedules agree, else re-timed through
     log-SNR when its log-SNR range covers the student's; a one-line error otherwise."""
@@ -97,8 +108,8 @@ def on_schedule(teacher: DenoiserLike, schedule: Schedule) -> DenoiserLike:
     (t_lo, t_hi), (s_lo, s_hi) = logsnr_range(teacher.schedule), logsnr_range(schedule)
     if s_lo < t_lo - LOGSNR_TOL or s_hi > t_hi + LOGSNR_TOL:
         raise UserError(
-            f"the teacher's schedule {teacher.schedule.to_dict()} spans log-SNR [{t_lo:.3g}, {t_hi:.3g}], which does not "
-            f"cover the student's {schedule.to_dict()} [{s_lo:.3g}, {s_hi:.3g}]; give the student a schedule inside "
+            f"the teacher's schedule {describe(teacher.schedule)} spans log-SNR [{t_lo:.3g}, {t_hi:.3g}], which does not "
+            f"cover the student's {describe(schedule)} [{s_lo:.3g}, {s_hi:.3g}]; give the student a schedule inside "
             "the teacher's range", arg="teacher")
     return Retimed(teacher, schedule)
 
@@ -111,8 +122,8 @@ def check_init(teacher: Teacher, student: Any) -> None:
     mine = (student.schedule.to_dict(), getattr(student, "prediction", None))
     theirs = (teacher.denoiser.schedule.to_dict(), getattr(teacher.denoiser, "prediction", mine[1]))
     if mine != theirs:
-        raise UserError(f"the teacher's weights belong to schedule {theirs[0]} with {theirs[1]}-prediction, the student "
-                        f"has {mine[0]} with {mine[1]}-prediction; start the student from them only on the same "
+        raise UserError(f"the teacher's weights belong to schedule {describe(teacher.denoiser.schedule)} with {theirs[1]}-prediction, "
+                        f"the student has {describe(student.schedule)} with {mine[1]}-prediction; start the student from them only on the same "
                         "schedule and parameterisation, or from scratch (none)", arg="init")
 
 

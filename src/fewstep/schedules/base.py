@@ -69,6 +69,23 @@ def logsnr_range(schedule: Schedule) -> tuple[float, float]:
     return float(lam[0]), float(lam[1])
 
 
+def table_steps(schedule: Schedule) -> int | None:
+    """T of a schedule tabulated at t_i = (i + 1)/T (docs/math.md §12), None for a closed form. Below
+    t_0 = 1/T such a schedule resolves no time: objectives draw t ≥ t_0 and MCM's N is at most T."""
+    return getattr(schedule, "steps", None)
+
+
+def t_min(schedule: Schedule) -> float:
+    """The smallest time the schedule tells apart: t_0 = 1/T for a table, 0 for a closed form."""
+    steps = table_steps(schedule)
+    return 0.0 if steps is None else 1.0 / steps
+
+
+def describe(schedule: Schedule) -> str:
+    """``to_dict`` for a message: a table's values are counted, not listed."""
+    return str({k: f"<{len(v)} values>" if isinstance(v, list) and len(v) > 8 else v for k, v in schedule.to_dict().items()})
+
+
 def time_grid(steps: int, t_max: float = 1.0, t_min: float = 0.0) -> Tensor:
     """Uniform descending grid t_max = t_0 > t_1 > … > t_steps = t_min, as a plain tensor."""
     if steps < 1:

@@ -1,0 +1,277 @@
+"""Teachers from diffusers (``diffusers:PATH``): a local folder written by ``save_pretrained`` as a fewstep
+denoiser on its own schedule (docs/math.md §12).
+
+    PATH/model_index.json, unet/, scheduler/   a pipeline folder (DDPMPipeline, DDIMPipeline)
+    PATH/unet/, scheduler/                      or the pair alone
+
+The UNet is a ``UNet2DModel``, unconditional or class-conditional through ``num_class_embeds``; the
+scheduler a ``DDPMScheduler`` or ``DDIMScheduler`` whose betas become a :class:`TabulatedSchedule`. Every
+check reads the JSON configs first, so a refused folder costs no weights. diffusers is the optional extra
+``fewstep[diffusers]``, imported only when a folder is read.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..cond import Cond
+from ..data import Dataset
+from ..errors import UserError
+from ..param import Denoiser
+from ..schedules import TabulatedSchedule
+from .config import TrainConfig
+from .teachers import STUDENT_SETTINGS, TEACHER_SOURCES, SourceContext, Teacher
+
+PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x"}   # diffusers' prediction_type → ours
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
+LATENT = ("vae", "vqvae")  # pipeline components of latent diffusion: its UNet never sees the data itself
+WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")  # one file, or shards
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def _diffusers() -> Any:
+    try:
+        import diffusers
+    except ImportError:
+        raise UserError("diffusers teachers need the diffusers package: pip install 'fewstep[diffusers]'", arg="teacher") from None
+    return diffusers
+
+
+def _refuse(where: Path | str, message: str) -> UserError:
+    return UserError(f"{where}: {message}", arg="teacher")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise _refuse(path.parent, f"no {path.name} (expected a folder written by save_pretrained)")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _refuse(path, f"not readable JSON ({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise _refuse(path, "expected a JSON object")
+    return config
+
+
+@dataclass(frozen=True)
+class DiffusersFolder:
+    """A diffusers folder whose configs passed every check: the UNet's config, the scheduler's table as a
+    schedule, and what the UNet predicts in fewstep's terms (eps, v or x)."""
+
+    path: Path
+    unet: dict[str, Any]
+    schedule: TabulatedSchedule
+    prediction: str
+
+    @property
+    def num_class_embeds(self) -> int | None:
+        return self.unet.get("num_class_embeds")
+
+
+def read_folder(text: str) -> DiffusersFolder:
+    """The folder ``text`` names, its UNet and scheduler configs checked; a one-line error otherwise."""
+    path = Path(text)
+    if not path.exists():
+        if HUB_ID.fullmatch(text):
+            raise _refuse(text, "no such folder; fewstep reads only local folders (it does not download from the "
+                                "Hugging Face hub): save_pretrained the pipeline to a folder and pass that")
+        raise _refuse(text, "no such folder")
+    if not path.is_dir():
+        raise _refuse(path, "a file; expected a folder written by save_pretrained")
+    if (path / "model_index.json").is_file():
+        latent = [name for name in LATENT if name in _read_json(path / "model_index.json")]
+        if latent:
+            raise _refuse(path, f"a latent diffusion pipeline (it has a {latent[0]}); fewstep distils UNets that "
+                                "denoise the data itself")
+    if not ((path / "unet").is_dir() and (path / "scheduler").is_dir()):
+        raise _refuse(path, "expected a pipeline folder (model_index.json, unet/, scheduler/) or a unet/ + scheduler/ pair")
+    unet = _check_unet(path / "unet", _read_json(path / "unet" / "config.json"))
+    if not any((path / "unet" / name).is_file() for name in WEIGHTS):
+        raise _refuse(path / "unet", f"no {WEIGHTS[0]}; fewstep loads weights only from safetensors (a pickled .bin can "
+                                     "run code), which save_pretrained writes")
+    schedule, prediction = _check_scheduler(path / "scheduler", _read_json(path / "scheduler" / "scheduler_config.json"))
+    return DiffusersFolder(path, unet, schedule, prediction)
+
+
+def _check_unet(where: Path, config: dict[str, Any]) -> dict[str, Any]:
+    kind = config.get("_class_name")
+    if kind == "UNet2DConditionModel":
+        raise _refuse(where, "UNet2DConditionModel (cross-attention) comes with text conditioning, which fewstep does "
+                             "not support yet; expected a UNet2DModel")
+    if kind != "UNet2DModel":
+        raise _refuse(where, f"unsupported model class {kind!r}; expected a UNet2DModel")
+    if config.get("time_embedding_type", "positional") != "positional":
+        raise _refuse(where, f"time_embedding_type {config['time_embedding_type']!r}; fewstep calls the UNet at "
+                             "continuous times, which needs the positional embedding")
+    if config.get("class_embed_type") is not None:
+        raise _refuse(where, f"class_embed_type {config['class_embed_type']!r}; expected none (class labels through "
+                             "num_class_embeds)")
+    channels_in, channels_out = config.get("in_channels", 3), config.get("out_channels", 3)
+    if channels_out == 2 * channels_in:
+        raise _refuse(where, f"{channels_out} output channels for {channels_in} input channels: a learned-variance "
+                             "UNet, which fewstep does not support")
+    if channels_out != channels_in:
+        raise _refuse(where, f"{channels_out} output channels for {channels_in} input channels; expected as many")
+    return config
+
+
+def _check_scheduler(where: Path, config: dict[str, Any]) -> tuple[TabulatedSchedule, str]:
+    kind = config.get("_class_name")
+    if kind not in SCHEDULERS:
+        raise _refuse(where, f"unsupported scheduler {kind!r}; expected a DDPMScheduler or DDIMScheduler (a variance-"
+                             "preserving process given by betas; not flow matching or variance exploding)")
+    if config.get("trained_betas") is None and config.get("beta_schedule", "linear") not in BETA_SCHEDULES:
+        raise _refuse(where, f"beta_schedule {config['beta_schedule']!r}; expected {', '.join(BETA_SCHEDULES)} or trained_betas")
+    prediction = PREDICTIONS.get(config.get("prediction_type", "epsilon"))
+    if prediction is None:
+        raise _refuse(where, f"prediction_type {config['prediction_type']!r}; expected {', '.join(PREDICTIONS)}")
+    if str(config.get("variance_type", "fixed_small")).startswith("learned"):
+        raise _refuse(where, f"variance_type {config['variance_type']!r}: learned variance, which fewstep does not support")
+    # The betas exactly as diffusers' own class builds them (float32), then ᾱ in float64 (docs/math.md §12).
+    try:
+        betas = getattr(_diffusers(), kind).from_config(config).betas
+        schedule = TabulatedSchedule(betas.double())
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise _refuse(where, f"its betas give no usable schedule ({_first_line(exc)})") from None
+    if prediction == "eps" and float(schedule.alphas_cumprod[-1]) == 0.0:
+        raise _refuse(where, "zero terminal SNR (rescale_betas_zero_snr) with epsilon prediction: x̂ = (z − σ ε̂)/α "
+                             "divides by α = 0 at t = 1; such a UNet needs v_prediction or sample")
+    return schedule, prediction
+
+
+def class_index(num_class_embeds: int | None, num_classes: int | None, null_class: int | None) -> list[int] | None:
+    """The UNet's class index of each fewstep label 0…K−1 and, when it has one, of fewstep's null label K
+    (docs/math.md §10): the data's classes in order on the indices other than the null. None for an
+    unconditional UNet. K + 1 embeddings have a null (index K unless ``null_class`` says), K have none."""
+    if num_class_embeds is None:
+        if null_class is not None:
+            raise UserError("the teacher's UNet is unconditional; it has no null class", arg="teacher_null_class")
+        return None
+    if not num_classes:
+        raise UserError(f"the teacher's UNet is class-conditional ({num_class_embeds} class embeddings); the data has no labels", arg="teacher")
+    if num_class_embeds == num_classes:
+        if null_class is not None:
+            raise UserError(f"the teacher's UNet has {num_class_embeds} class embeddings for the data's {num_classes} classes: "
+                            "none is left for a null class", arg="teacher_null_class")
+        return list(range(num_classes))
+    if num_class_embeds != num_classes + 1:
+        raise UserError(f"the teacher's UNet has {num_class_embeds} class embeddings and the data {num_classes} classes; expected "
+                        f"{num_classes} (no null class) or {num_classes + 1} (with a null class)", arg="teacher")
+    null = num_classes if null_class is None else null_class
+    if not 0 <= null <= num_classes:
+        raise UserError(f"expected a class index in 0..{num_classes}, got {null}", arg="teacher_null_class")
+    return [i for i in range(num_class_embeds) if i != null] + [null]
+
+
+def has_null(index: list[int] | None, num_classes: int | None) -> bool:
+    """Whether a :func:`class_index` maps fewstep's null label K too (the UNet has a null class)."""
+    return index is not None and len(index) > (num_classes or 0)
+
+
+def check_data(folder: DiffusersFolder, dataset: Dataset, null_class: int | None = None) -> list[int] | None:
+    """The UNet fits the data (channels, side, classes); returns :func:`class_index`."""
+    unet, shape = folder.unet, tuple(dataset.shape)
+    channels, side = unet.get("in_channels", 3), unet.get("sample_size")
+    sides = None if side is None else tuple(side) if isinstance(side, (list, tuple)) else (side, side)
+    if len(shape) != 3 or shape[0] != channels or (sides is not None and shape[1:] != sides):
+        wanted = [channels, *(sides or ("H", "W"))]
+        raise _refuse(folder.path, f"the UNet takes images of shape {wanted}; the data has examples of shape {list(shape)}")
+    return class_index(folder.num_class_embeds, dataset.num_classes, null_class)
+
+
+def check_student(folder: DiffusersFolder, config: TrainConfig, dataset: Dataset) -> list[int] | None:
+    """:func:`check_data`, and the student's start, conditioning and guidance fit the UNet."""
+    if config.init == "teacher":
+        raise UserError("a student cannot start from a diffusers teacher's weights yet; pass none (it trains from scratch "
+                        "on the teacher's schedule)", arg="init")
+    index = check_data(folder, dataset, config.teacher_null_class)
+    null = has_null(index, dataset.num_classes)
+    if config.cond == "class" and index is None:
+        raise UserError("the diffusers teacher is unconditional, so its student cannot be class-conditional; train it with "
+                        "cond none", arg="cond")
+    if config.cond == "none" and index is not None and not null:
+        raise UserError("the diffusers teacher has no null class to serve an unconditional student; train it with cond class",
+                        arg="cond")
+    if (config.guidance is not None or config.guidance_range is not None) and index is not None and not null:
+        raise UserError(f"the teacher's UNet has {len(index)} class embeddings for {len(index)} classes and no null class, "
+                        "so it cannot be guided", arg="guidance")
+    return index
+
+
+class DiffusersUNet(nn.Module):
+    """A diffusers ``UNet2DModel`` as a backbone F(z_t, t, cond) (docs/math.md §12). Its timestep is t·T − 1
+    as a float tensor: a Python float would be truncated to an integer index, and a fractional time is a
+    point between two trained ones. Times below t_0 = 1/T get index 0, as the schedule gives them α(t_0).
+    Labels go through ``class_index`` (:func:`class_index`); no label is fewstep's null, K."""
+
+    def __init__(self, unet: nn.Module, steps: int, class_index: list[int] | None = None, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.unet, self.steps, self.has_null = unet, steps, has_null(class_index, num_classes)
+        self.register_buffer("class_index", None if class_index is None else torch.tensor(class_index), persistent=False)
+
+    def forward(self, z_t: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
+        timestep = (t.double() * self.steps - 1.0).clamp_min(0.0).to(torch.float32)
+        labels = None
+        if self.class_index is not None:
+            if cond is not None and "class" in cond:
+                labels = self.class_index[cond["class"].long()]
+            elif self.has_null:
+                labels = self.class_index[-1].expand(len(z_t))
+            else:
+                raise ValueError("this UNet has no null class: every example needs a class label")
+        return self.unet(z_t, timestep, class_labels=labels).sample
+
+
+def load_unet(folder: DiffusersFolder) -> nn.Module:
+    try:
+        unet = _diffusers().UNet2DModel.from_pretrained(folder.path / "unet", local_files_only=True, use_safetensors=True,
+                                                         torch_dtype=torch.float32, low_cpu_mem_usage=False)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:  # what diffusers raises on missing or damaged weights
+        raise _refuse(folder.path / "unet", f"cannot load the UNet's weights ({_first_line(exc)})") from None
+    return unet.eval().requires_grad_(False)
+
+
+def _denoiser(folder: DiffusersFolder, dataset: Dataset, index: list[int] | None, device: torch.device | str) -> Denoiser:
+    backbone = DiffusersUNet(load_unet(folder), folder.schedule.steps, index, dataset.num_classes)
+    return Denoiser(backbone, folder.schedule, prediction=folder.prediction).to(device)  # type: ignore[arg-type]
+
+
+def diffusers_teacher(path: str | Path, dataset: Dataset, *, null_class: int | None = None,
+                      device: torch.device | str = "cpu") -> Denoiser:
+    """The diffusers folder ``path`` as a frozen denoiser on its tabulated schedule, checked against ``dataset``;
+    ``null_class`` as :func:`class_index` reads it. Its ``cond`` is ``{"class": labels}`` with the data's labels."""
+    folder = read_folder(str(path))
+    return _denoiser(folder, dataset, check_data(folder, dataset, null_class), device)
+
+
+@TEACHER_SOURCES.register("diffusers")
+def _source(arg: str, ctx: SourceContext) -> Teacher:
+    folder = read_folder(arg)
+    denoiser = _denoiser(folder, ctx.dataset, check_student(folder, ctx.config, ctx.dataset), ctx.device)
+    return Teacher(denoiser, None, {"teacher": ctx.config.teacher})
+
+
+def _student_settings(arg: str, config: TrainConfig, dataset: Dataset) -> TrainConfig:
+    """The student takes the teacher's table as its schedule, and its conditioning from the UNet ("auto":
+    class for a class-conditional UNet, none otherwise)."""
+    folder = read_folder(arg)
+    cond = config.cond if config.cond != "auto" else "class" if folder.num_class_embeds else "none"
+    config = dataclasses.replace(config, schedule=folder.schedule.to_dict(), cond=cond)
+    check_student(folder, config, dataset)
+    return config
+
+
+STUDENT_SETTINGS["diffusers"] = _student_settings
