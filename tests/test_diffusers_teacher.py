@@ -247,7 +247,9 @@ REFUSALS = {
     "null out of range": (lambda f: edit(f, "unet", num_class_embeds=K + 1), ["--teacher-null-class", "11"], "--teacher-null-class", "0..10"),
     "unconditional null": (None, ["--teacher-null-class", "3"], "--teacher-null-class", "no null class"),
     "class student": (None, ["--cond", "class"], "--cond", "unconditional"),
-    "init teacher": (None, ["--init", "teacher"], "--init", "diffusers teacher's weights"),
+    "init teacher": (None, ["--model", "mlp", "--init", "teacher"], "--init", "only as the teacher's own UNet"),
+    "width of its own UNet": (None, ["--width", "8"], "--width", "the teacher's config"),
+    "unconditional own UNet": (lambda f: edit(f, "unet", num_class_embeds=K + 1), ["--cond", "none"], "--cond", "teacher's own class-conditional UNet"),
     "no safetensors": (lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").rename(f / "unet" / "diffusion_pytorch_model.bin"),
                        [], "--teacher", "only from safetensors"),
     "damaged weights": (lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 64), [], "--teacher",
@@ -265,20 +267,22 @@ def test_bad_input_is_one_line_naming_the_flag_and_leaves_no_run(tmp_path, cli, 
         spoil(folder)
     source = "google/ddpm-cifar10-32" if case == "hub id" else folder
     args = ["--data", "digits", *flags] if "--data" not in flags else flags
-    code, _, err = cli("distill", "--teacher", f"diffusers:{source}", "--out", tmp_path / "run", "--iters", "1", "--width", "8",
+    code, _, err = cli("distill", "--teacher", f"diffusers:{source}", "--out", tmp_path / "run", "--iters", "1",
                        "--eval-samples", "10", "--no-progress", *args)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert err.startswith(f"fewstep: error: {flag}: ") and words in err, err
     assert not (tmp_path / "run").exists()
 
 
-def test_a_cd_student_of_a_class_conditional_diffusers_teacher_trains_and_samples(tmp_path, cli):
+@pytest.mark.parametrize("flags, model, init", [([], "diffusers-unet", "teacher"), (["--model", "unet", "--width", "16"], "unet", "none")])
+def test_a_cd_student_of_a_class_conditional_diffusers_teacher_trains_and_samples(tmp_path, cli, flags, model, init):
+    """By default the student is the teacher's own UNet from its weights; another backbone trains from scratch."""
     teacher = save(tmp_path / "teacher", tiny_unet(K + 1), make_scheduler("squaredcos_cap_v2", "epsilon", "ddim"), layout="pair")
     code, _, err = cli("train", "--objective", "cd", "--teacher", f"diffusers:{teacher}", "--data", "digits", "--out", tmp_path / "student",
-                       "--student-steps", "2", "--iters", "3", "--batch", "16", "--width", "16", "--eval-samples", "10", "--no-progress")
+                       "--student-steps", "2", "--iters", "3", "--batch", "16", "--eval-samples", "10", "--no-progress", *flags)
     assert code == 0, err
     run = fewstep.load(tmp_path / "student", device="cpu")
     assert run.config.schedule == read_folder(str(teacher)).schedule.to_dict() and run.config.cond == "class"
-    assert run.config.init == "none" and run.card.teacher == f"diffusers:{teacher}"
+    assert (run.config.model.name, run.config.init) == (model, init) and run.card.teacher == f"diffusers:{teacher}"
     samples = run.sample(4, classes=[3])
     assert samples.shape[0] == 4 and np.isfinite(np.asarray(samples, dtype=np.float64)).all()

@@ -43,7 +43,9 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
     p.add_argument("--iters", type=positive_int, help=f"training iterations (preset: moons {PRESETS['points'].iters}, digits {PRESETS['digits'].iters}, mnist {PRESETS['mnist'].iters}; a student: a quarter of its teacher's)")
     p.add_argument("--batch", type=positive_int, help="batch size per process")
     p.add_argument("--lr", type=positive_float, help="peak AdamW learning rate")
-    p.add_argument("--model", choices=("mlp", "unet"), help="backbone (preset: mlp for points, unet for images)")
+    p.add_argument("--model", choices=("mlp", "unet", "diffusers-unet"), help="backbone (preset: mlp for points, unet for images); "
+                   "diffusers-unet: a diffusers UNet2DModel that `fewstep export` writes for stock diffusers, trained on "
+                   "squaredcos_cap_v2 betas at T = 1024 (the default for a diffusers:PATH teacher's student: the teacher's own UNet)")
     p.add_argument("--width", type=positive_int, help="backbone width (MLP units / UNet base channels)")
     p.add_argument("--dropout", type=unit_float, help="dropout rate")
     p.add_argument("--cond", choices=("auto", "none", "class"), help="class: a class-conditional teacher on the data's "
@@ -80,11 +82,12 @@ def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -
                        help="diffusion teacher; multistep consistency distillation (cd) or training (ct); Easy Consistency Tuning (ect, 1-2 step sampling) or multistep ECT (mect)")
     g.add_argument("--teacher", help="teacher run folder (cd; ct, ect, mect start from it unless --init none); 'ideal' for gaussians8's exact denoiser; "
                    "diffusers:PATH for a local diffusers folder (save_pretrained: a UNet2DModel with a DDPM or DDIM scheduler; the student "
-                   "trains from scratch on its schedule)")
+                   "is by default the teacher's own UNet, from its weights, on its schedule)")
     g.add_argument("--teacher-null-class", type=non_negative_int, help="a class-conditional diffusers teacher's null class "
                    "(default: K when its UNet has K + 1 class embeddings for the data's K classes; with K there is none, and no guidance)")
     g.add_argument("--student-steps", type=steps_int, default=d.student_steps, help="S: student sampling steps (segments) of cd, ct, mect")
-    g.add_argument("--init", choices=("teacher", "none"), default=None, help="start from the teacher's weights, or from scratch (default: teacher when there is a teacher run)")
+    g.add_argument("--init", choices=("teacher", "none"), default=None, help="start from the teacher's weights, or from scratch (default: teacher when there is a teacher run, or a "
+                   "diffusers teacher's own UNet)")
     g.add_argument("--guidance", type=non_negative_float, default=d.guidance, help="cd: distil the teacher guided at this "
                    "weight w (a class-conditional teacher; the student samples with S calls and no guidance)")
     g.add_argument("--guidance-range", type=float_pair, metavar="LO,HI", help="cd: a w-conditioned student, the teacher "
@@ -169,7 +172,11 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
         if student:
             if args.objective == "auto":  # no teacher run to score and no weights to start CT from: distil
                 args.objective = "cd"
-            base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=args.init or "none", ema_halflife_frac=0.1)
+            if split_source(args.teacher or "")[0] == "diffusers":  # by default the teacher's own UNet, from its weights
+                _check_own_unet(args)
+                args.model = args.model or "diffusers-unet"
+            init = args.init or ("teacher" if args.model == "diffusers-unet" else "none")
+            base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=init, ema_halflife_frac=0.1)
     dataset = dataset or load_dataset(base.data, args.data_loader or base.data_loader)
     if student:
         base = override(base, **{name: getattr(args, name) for name in STUDENT_FIELDS})
@@ -181,7 +188,20 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
         data_loader=args.data_loader, workers=args.workers, cond=args.cond, cond_dropout=args.cond_dropout,
         model_name=args.model, model_width=args.width, model_dropout=args.dropout,
     )
+    if not student and config.model.name == "diffusers-unet":
+        from ..runs.diffusers_unet import table
+
+        config = dataclasses.replace(config, schedule=table())  # UNet2DModel's time is a table index (math.md §12)
     return (student_settings(config, dataset) if student else config), dataset
+
+
+def _check_own_unet(args: argparse.Namespace) -> None:
+    """A diffusers teacher's student as its own UNet takes the teacher's config, which no flag may change."""
+    if args.model in (None, "diffusers-unet"):
+        given = [flag for flag, value in (("--width", args.width), ("--dropout", args.dropout)) if value is not None]
+        if given:
+            raise UserError(f"{given[0]}: the student is the diffusers teacher's own UNet, with the teacher's config; "
+                            "pass --model unet or mlp for another backbone")
 
 
 def run(args: argparse.Namespace) -> None:

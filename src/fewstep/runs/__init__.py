@@ -5,12 +5,14 @@
     card.py       RunCard: what a run folder says beyond its config
     folder.py     reading a run folder as untrusted input
     teachers.py   teacher sources (run folder, ideal, Python object) on the student's schedule
+    diffusers_unet.py     a diffusers UNet2DModel as a backbone (diffusers-unet)
     diffusers_teacher.py  the diffusers:PATH source (a save_pretrained folder)
+    export.py     a run as a folder stock diffusers loads (fewstep export)
     objective.py  make_objective
     train.py      train = compose + the generic loop; ensure_trained
     run.py        Run / load
 """
-from . import diffusers_teacher  # noqa: F401  (registers the diffusers:PATH teacher source)
+from . import diffusers_teacher, diffusers_unet  # noqa: F401  (register the diffusers:PATH source and the diffusers-unet backbone)
 from .build import backbone
 from .config import ModelConfig, TrainConfig, preset_for, student_config
 from .run import Run, load

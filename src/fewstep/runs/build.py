@@ -14,24 +14,26 @@ from ..models import MLP, UNet
 from ..param import PREDICTION_TYPES, Denoiser
 from ..registry import Registry
 from ..schedules import schedule_from_dict
-from .config import ModelConfig, TrainConfig
+from .config import TrainConfig
 
-# name -> builder(model config, shape of one example, number of classes or None, embed a guidance weight w)
-Builder = Callable[[ModelConfig, Sequence[int], "int | None", bool], nn.Module]
+# name -> builder(config, shape of one example, number of classes or None, embed a guidance weight w); the
+# whole config, since a backbone's time input may depend on the schedule (a diffusers UNet's table index)
+Builder = Callable[[TrainConfig, Sequence[int], "int | None", bool], nn.Module]
 BACKBONES: Registry[Builder] = Registry("backbone")
 RECIPE_ATTR = "_fewstep_recipe"   # (import path, kwargs) set by :func:`backbone`
 
 
 @BACKBONES.register("mlp")
-def _mlp(m: ModelConfig, shape: Sequence[int], num_classes: int | None, guidance: bool) -> nn.Module:
-    dim = 1
+def _mlp(config: TrainConfig, shape: Sequence[int], num_classes: int | None, guidance: bool) -> nn.Module:
+    m, dim = config.model, 1
     for size in shape:
         dim *= size
     return MLP(dim, width=m.width, depth=m.depth, dropout=m.dropout, num_classes=num_classes, guidance=guidance)
 
 
 @BACKBONES.register("unet")
-def _unet(m: ModelConfig, shape: Sequence[int], num_classes: int | None, guidance: bool) -> nn.Module:
+def _unet(config: TrainConfig, shape: Sequence[int], num_classes: int | None, guidance: bool) -> nn.Module:
+    m = config.model
     if len(shape) != 3:
         raise UserError(f"unet takes images [N, C, H, W]; this data has examples of shape {list(shape)} (use mlp)", arg="model")
     levels = 2 ** (len(m.mults) - 1)
@@ -73,7 +75,7 @@ def build_backbone(config: TrainConfig, shape: Sequence[int], num_classes: int |
             return backbone(m.name, **m.kwargs)
         except TypeError as exc:
             raise UserError(f"{m.name}(**{m.kwargs}) failed ({exc})", arg="model") from None
-    return BACKBONES.get(m.name, arg="model")(m, shape, num_classes, guidance)
+    return BACKBONES.get(m.name, arg="model")(config, shape, num_classes, guidance)
 
 
 def resolve_cond(config: TrainConfig, dataset: Dataset) -> TrainConfig:

@@ -6,8 +6,9 @@ denoiser on its own schedule (docs/math.md §12).
 
 The UNet is a ``UNet2DModel``, unconditional or class-conditional through ``num_class_embeds``; the
 scheduler a ``DDPMScheduler`` or ``DDIMScheduler`` whose betas become a :class:`TabulatedSchedule`. Every
-check reads the JSON configs first, so a refused folder costs no weights. diffusers is the optional extra
-``fewstep[diffusers]``, imported only when a folder is read.
+check reads the JSON configs first, so a refused folder costs no weights. A student is by default the
+teacher's own UNet (backbone ``diffusers-unet``, diffusers_unet.py) started from its weights. diffusers is the
+optional extra ``fewstep[diffusers]``, imported only when a folder is read.
 """
 from __future__ import annotations
 
@@ -19,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from ..cond import Cond
 from ..data import Dataset
 from ..errors import UserError
 from ..param import Denoiser
 from ..schedules import TabulatedSchedule
 from .config import TrainConfig
+from .diffusers_unet import DiffusersUNet, class_index, diffusers, has_null, init_args
 from .teachers import STUDENT_SETTINGS, TEACHER_SOURCES, SourceContext, Teacher
 
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x"}   # diffusers' prediction_type → ours
@@ -35,14 +36,6 @@ SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
 LATENT = ("vae", "vqvae")  # pipeline components of latent diffusion: its UNet never sees the data itself
 WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")  # one file, or shards
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-
-
-def _diffusers() -> Any:
-    try:
-        import diffusers
-    except ImportError:
-        raise UserError("diffusers teachers need the diffusers package: pip install 'fewstep[diffusers]'", arg="teacher") from None
-    return diffusers
 
 
 def _refuse(where: Path | str, message: str) -> UserError:
@@ -142,7 +135,7 @@ def _check_scheduler(where: Path, config: dict[str, Any]) -> tuple[TabulatedSche
         raise _refuse(where, f"variance_type {config['variance_type']!r}: learned variance, which fewstep does not support")
     # The betas exactly as diffusers' own class builds them (float32), then ᾱ in float64 (docs/math.md §12).
     try:
-        betas = getattr(_diffusers(), kind).from_config(config).betas
+        betas = getattr(diffusers("teacher"), kind).from_config(config).betas
         schedule = TabulatedSchedule(betas.double())
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise _refuse(where, f"its betas give no usable schedule ({_first_line(exc)})") from None
@@ -150,35 +143,6 @@ def _check_scheduler(where: Path, config: dict[str, Any]) -> tuple[TabulatedSche
         raise _refuse(where, "zero terminal SNR (rescale_betas_zero_snr) with epsilon prediction: x̂ = (z − σ ε̂)/α "
                              "divides by α = 0 at t = 1; such a UNet needs v_prediction or sample")
     return schedule, prediction
-
-
-def class_index(num_class_embeds: int | None, num_classes: int | None, null_class: int | None) -> list[int] | None:
-    """The UNet's class index of each fewstep label 0…K−1 and, when it has one, of fewstep's null label K
-    (docs/math.md §10): the data's classes in order on the indices other than the null. None for an
-    unconditional UNet. K + 1 embeddings have a null (index K unless ``null_class`` says), K have none."""
-    if num_class_embeds is None:
-        if null_class is not None:
-            raise UserError("the teacher's UNet is unconditional; it has no null class", arg="teacher_null_class")
-        return None
-    if not num_classes:
-        raise UserError(f"the teacher's UNet is class-conditional ({num_class_embeds} class embeddings); the data has no labels", arg="teacher")
-    if num_class_embeds == num_classes:
-        if null_class is not None:
-            raise UserError(f"the teacher's UNet has {num_class_embeds} class embeddings for the data's {num_classes} classes: "
-                            "none is left for a null class", arg="teacher_null_class")
-        return list(range(num_classes))
-    if num_class_embeds != num_classes + 1:
-        raise UserError(f"the teacher's UNet has {num_class_embeds} class embeddings and the data {num_classes} classes; expected "
-                        f"{num_classes} (no null class) or {num_classes + 1} (with a null class)", arg="teacher")
-    null = num_classes if null_class is None else null_class
-    if not 0 <= null <= num_classes:
-        raise UserError(f"expected a class index in 0..{num_classes}, got {null}", arg="teacher_null_class")
-    return [i for i in range(num_class_embeds) if i != null] + [null]
-
-
-def has_null(index: list[int] | None, num_classes: int | None) -> bool:
-    """Whether a :func:`class_index` maps fewstep's null label K too (the UNet has a null class)."""
-    return index is not None and len(index) > (num_classes or 0)
 
 
 def check_data(folder: DiffusersFolder, dataset: Dataset, null_class: int | None = None) -> list[int] | None:
@@ -192,11 +156,16 @@ def check_data(folder: DiffusersFolder, dataset: Dataset, null_class: int | None
     return class_index(folder.num_class_embeds, dataset.num_classes, null_class)
 
 
+def own_unet(folder: DiffusersFolder, config: TrainConfig) -> bool:
+    """Whether the student is the teacher's own UNet: backbone diffusers-unet with the teacher's config."""
+    return config.model.name == "diffusers-unet" and config.model.kwargs == init_args(folder.unet)
+
+
 def check_student(folder: DiffusersFolder, config: TrainConfig, dataset: Dataset) -> list[int] | None:
     """:func:`check_data`, and the student's start, conditioning and guidance fit the UNet."""
-    if config.init == "teacher":
-        raise UserError("a student cannot start from a diffusers teacher's weights yet; pass none (it trains from scratch "
-                        "on the teacher's schedule)", arg="init")
+    if config.init == "teacher" and not own_unet(folder, config):
+        raise UserError("a student starts from a diffusers teacher's weights only as the teacher's own UNet (model "
+                        "diffusers-unet, the default for such a teacher); pass none to train another backbone from scratch", arg="init")
     index = check_data(folder, dataset, config.teacher_null_class)
     null = has_null(index, dataset.num_classes)
     if config.cond == "class" and index is None:
@@ -205,40 +174,19 @@ def check_student(folder: DiffusersFolder, config: TrainConfig, dataset: Dataset
     if config.cond == "none" and index is not None and not null:
         raise UserError("the diffusers teacher has no null class to serve an unconditional student; train it with cond class",
                         arg="cond")
+    if config.cond == "none" and index is not None and own_unet(folder, config):
+        raise UserError("the student is the teacher's own class-conditional UNet, so it is class-conditional too; train it "
+                        "with cond class, or give it another backbone (model unet or mlp)", arg="cond")
     if (config.guidance is not None or config.guidance_range is not None) and index is not None and not null:
         raise UserError(f"the teacher's UNet has {len(index)} class embeddings for {len(index)} classes and no null class, "
                         "so it cannot be guided", arg="guidance")
     return index
 
 
-class DiffusersUNet(nn.Module):
-    """A diffusers ``UNet2DModel`` as a backbone F(z_t, t, cond) (docs/math.md §12). Its timestep is t·T − 1
-    as a float tensor: a Python float would be truncated to an integer index, and a fractional time is a
-    point between two trained ones. Times below t_0 = 1/T get index 0, as the schedule gives them α(t_0).
-    Labels go through ``class_index`` (:func:`class_index`); no label is fewstep's null, K."""
-
-    def __init__(self, unet: nn.Module, steps: int, class_index: list[int] | None = None, num_classes: int | None = None) -> None:
-        super().__init__()
-        self.unet, self.steps, self.has_null = unet, steps, has_null(class_index, num_classes)
-        self.register_buffer("class_index", None if class_index is None else torch.tensor(class_index), persistent=False)
-
-    def forward(self, z_t: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
-        timestep = (t.double() * self.steps - 1.0).clamp_min(0.0).to(torch.float32)
-        labels = None
-        if self.class_index is not None:
-            if cond is not None and "class" in cond:
-                labels = self.class_index[cond["class"].long()]
-            elif self.has_null:
-                labels = self.class_index[-1].expand(len(z_t))
-            else:
-                raise ValueError("this UNet has no null class: every example needs a class label")
-        return self.unet(z_t, timestep, class_labels=labels).sample
-
-
 def load_unet(folder: DiffusersFolder) -> nn.Module:
     try:
-        unet = _diffusers().UNet2DModel.from_pretrained(folder.path / "unet", local_files_only=True, use_safetensors=True,
-                                                         torch_dtype=torch.float32, low_cpu_mem_usage=False)
+        unet = diffusers("teacher").UNet2DModel.from_pretrained(folder.path / "unet", local_files_only=True, use_safetensors=True,
+                                                                  torch_dtype=torch.float32, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:  # what diffusers raises on missing or damaged weights
         raise _refuse(folder.path / "unet", f"cannot load the UNet's weights ({_first_line(exc)})") from None
     return unet.eval().requires_grad_(False)
@@ -261,15 +209,23 @@ def diffusers_teacher(path: str | Path, dataset: Dataset, *, null_class: int | N
 def _source(arg: str, ctx: SourceContext) -> Teacher:
     folder = read_folder(arg)
     denoiser = _denoiser(folder, ctx.dataset, check_student(folder, ctx.config, ctx.dataset), ctx.device)
-    return Teacher(denoiser, None, {"teacher": ctx.config.teacher})
+    weights = None
+    if ctx.config.init == "teacher":  # the student is the teacher's own UNet (check_student), so the names match
+        weights = {k: v.detach().clone() for k, v in denoiser.backbone.state_dict().items()}
+    return Teacher(denoiser, weights, {"teacher": ctx.config.teacher})
 
 
 def _student_settings(arg: str, config: TrainConfig, dataset: Dataset) -> TrainConfig:
     """The student takes the teacher's table as its schedule, and its conditioning from the UNet ("auto":
-    class for a class-conditional UNet, none otherwise)."""
+    class for a class-conditional UNet, none otherwise). A diffusers-unet student given no UNet config is the
+    teacher's own class and config (docs/math.md §12), and started from its weights, its prediction type."""
     folder = read_folder(arg)
     cond = config.cond if config.cond != "auto" else "class" if folder.num_class_embeds else "none"
     config = dataclasses.replace(config, schedule=folder.schedule.to_dict(), cond=cond)
+    if config.model.name == "diffusers-unet" and not config.model.kwargs:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, kwargs=init_args(folder.unet)))
+    if config.init == "teacher" and own_unet(folder, config):
+        config = dataclasses.replace(config, prediction=folder.prediction)
     check_student(folder, config, dataset)
     return config
 
