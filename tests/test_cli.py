@@ -291,6 +291,7 @@ NO_DEFAULT = "--seed and --device are added without help text, so ArgumentDefaul
     "distill",
     "sample",
     "evaluate",
+    "export",
     "demo",
 ])
 def test_help_lists_every_flag_with_its_default(cli, monkeypatch: pytest.MonkeyPatch, command: str) -> None:

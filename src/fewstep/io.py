@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -70,6 +71,38 @@ def atomic_write(path: Path | str, write: Callable[[BinaryIO], None]) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def atomic_folder(path: Path | str, write: Callable[[Path], None]) -> None:
+    """Make the folder ``path`` through ``write(folder)`` on a temporary sibling, fsync every file in it and
+    rename it to ``path``: a crash leaves no half-written folder there. An existing ``path`` is moved aside
+    first and removed only once the new folder stands in its place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = (path.with_name(f".{path.name}.{kind}{os.getpid()}") for kind in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        write(tmp)
+        for file in sorted(p for p in tmp.rglob("*") if p.is_file()):
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+        for folder in sorted((p for p in tmp.rglob("*") if p.is_dir()), reverse=True):
+            _fsync_dir(folder)
+        _fsync_dir(tmp)
+        moved = path.exists()
+        if moved:
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if moved:
+                os.replace(old, path)
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_bytes(path: Path | str, data: bytes) -> None:

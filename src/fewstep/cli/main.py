@@ -1,4 +1,4 @@
-"""The ``fewstep`` command: train, sample, evaluate, report, demo.
+"""The ``fewstep`` command: train, sample, evaluate, report, export, demo.
 
 Every user-facing error is one line, ``fewstep: error: <flag or file>: <what was expected>``, exit 2.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
-from . import demo, evaluate_cmd, report_cmd, sample_cmd, train_cmd
+from . import demo, evaluate_cmd, export_cmd, report_cmd, sample_cmd, train_cmd
 from ..train.threads import apply_threads
 from .args import Parser, threads_int
 
@@ -19,7 +19,7 @@ FLAGS = {"n": "-n", "max_bad_steps": "--skip-nonfinite"}
 def build_parser() -> Parser:
     parser = Parser(prog="fewstep", description="Few-step sampling for diffusion models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for module in (train_cmd, sample_cmd, evaluate_cmd, report_cmd, demo):
+    for module in (train_cmd, sample_cmd, evaluate_cmd, report_cmd, export_cmd, demo):
         module.add_parser(sub)
     for command in sub.choices.values():
         command.add_argument("--threads", type=threads_int, default=0,
