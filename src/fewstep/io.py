@@ -80,7 +80,8 @@ def atomic_folder(path: Path | str, write: Callable[[Path], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp, old = (path.with_name(f".{path.name}.{kind}{os.getpid()}") for kind in ("tmp", "old"))
-    shutil.rmtree(tmp, ignore_errors=True)
+    for leftover in (tmp, old):  # of an earlier process with this id that crashed
+        shutil.rmtree(leftover, ignore_errors=True)
     try:
         tmp.mkdir()
         write(tmp)

@@ -16,17 +16,18 @@ from ..cond import Cond
 from .embeddings import TimeEmbedding
 
 
-def _groups(ch: int) -> int:
+def norm_groups(ch: int) -> int:
+    """GroupNorm's group count for ``ch`` channels: the largest of 32, 16, … 1 that divides it."""
     return next(g for g in (32, 16, 8, 4, 2, 1) if ch % g == 0)
 
 
 class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(_groups(cin), cin)
+        self.norm1 = nn.GroupNorm(norm_groups(cin), cin)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.emb = nn.Linear(emb_dim, cout)
-        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.norm2 = nn.GroupNorm(norm_groups(cout), cout)
         self.drop = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
@@ -41,7 +42,7 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     def __init__(self, ch: int, heads: int = 4) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(_groups(ch), ch)
+        self.norm = nn.GroupNorm(norm_groups(ch), ch)
         self.qkv = nn.Conv2d(ch, 3 * ch, 1)
         self.proj = nn.Conv2d(ch, ch, 1)
         self.heads = heads if ch % heads == 0 else 1
@@ -107,7 +108,7 @@ class UNet(nn.Module):
             if i > 0:
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
                 side *= 2
-        self.out = nn.Sequential(nn.GroupNorm(_groups(cin), cin), nn.SiLU(), nn.Conv2d(cin, channels, 3, padding=1))
+        self.out = nn.Sequential(nn.GroupNorm(norm_groups(cin), cin), nn.SiLU(), nn.Conv2d(cin, channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 

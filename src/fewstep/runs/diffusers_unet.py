@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..cond import Cond
 from ..errors import UserError
+from ..models.unet import norm_groups
 from ..schedules import TabulatedSchedule, describe, schedule_from_dict, table_steps
 from .build import BACKBONES
 from .config import TrainConfig
@@ -98,10 +99,6 @@ def init_args(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def _groups(width: int) -> int:
-    return next(g for g in (32, 16, 8, 4, 2, 1) if width % g == 0)
-
-
 def unet_config(config: TrainConfig, shape: Sequence[int], num_classes: int | None) -> dict[str, Any]:
     """A UNet2DModel config from fewstep's model fields, laid out like fewstep's own UNet: ``width`` × ``mults``
     channels, ``blocks`` residual blocks per level, self-attention at sides ≤ ``attn_res``, and K + 1 class
@@ -121,7 +118,7 @@ def unet_config(config: TrainConfig, shape: Sequence[int], num_classes: int | No
         "block_out_channels": [m.width * k for k in m.mults], "layers_per_block": m.blocks,
         "down_block_types": ["AttnDownBlock2D" if side <= m.attn_res else "DownBlock2D" for side in sides],
         "up_block_types": ["AttnUpBlock2D" if side <= m.attn_res else "UpBlock2D" for side in reversed(sides)],
-        "dropout": m.dropout, "norm_num_groups": _groups(m.width), "attention_head_dim": None,
+        "dropout": m.dropout, "norm_num_groups": norm_groups(m.width), "attention_head_dim": None,
         "num_class_embeds": num_classes + 1 if num_classes else None,
     }
 

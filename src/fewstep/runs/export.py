@@ -29,7 +29,7 @@ from .diffusers_teacher import BETA_SCHEDULES, PREDICTIONS
 from .diffusers_unet import diffusers
 from .folder import open_denoiser, read_run
 
-PREDICTION_TYPES = {ours: theirs for theirs, ours in PREDICTIONS.items()}   # v → v_prediction, …
+DIFFUSERS_PREDICTION = {ours: theirs for theirs, ours in PREDICTIONS.items()}   # v → v_prediction, …
 PIPELINE = ("pipeline", "FewstepClassPipeline")                              # pipeline.py, its class
 MARKER = "fewstep.json"                                                      # what makes a folder an export
 
@@ -71,7 +71,7 @@ def scheduler_config(schedule: TabulatedSchedule, prediction: str) -> dict[str, 
     named = next((name for name in BETA_SCHEDULES
                   if torch.equal(d.DDIMScheduler(num_train_timesteps=steps, beta_schedule=name).betas, betas)), None)
     return {"num_train_timesteps": steps, **({"beta_schedule": named} if named else {"trained_betas": betas.tolist()}),
-            "prediction_type": PREDICTION_TYPES[prediction], "timestep_spacing": "trailing", "set_alpha_to_one": True,
+            "prediction_type": DIFFUSERS_PREDICTION[prediction], "timestep_spacing": "trailing", "set_alpha_to_one": True,
             "clip_sample": False, "thresholding": False, "steps_offset": 0}
 
 
@@ -109,7 +109,7 @@ def export(run: Path | str, out: Path | str, *, overwrite: bool = False) -> Path
     null = int(index[-1]) if denoiser.backbone.has_null else None
     info = {
         "format": 1, "student_steps": steps, "num_train_timesteps": schedule.steps, **grid(steps, schedule.steps),
-        "prediction_type": PREDICTION_TYPES[config.prediction], "guidance": config.guidance,
+        "prediction_type": DIFFUSERS_PREDICTION[config.prediction], "guidance": config.guidance,
         "num_classes": card.num_classes if conditional else None, "null_class": null,
         "class_index": index[: card.num_classes].tolist() if conditional else None,
         "class_names": list(card.class_names) if conditional and card.class_names else None,
