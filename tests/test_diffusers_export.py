@@ -4,8 +4,9 @@ stock diffusers loads, and sampled there it gives fewstep's samples on the same 
 The stock side (``stock_samples``, the pipelines) uses torch and diffusers only. The round-trip students have
 a small random output layer and predict x: x̂ is then small and every sample stays inside [−1, 1], so
 DDIMPipeline's clamp to [0, 1] hides nothing (a random v- or ε-model saturates pixels, and saturated pixels
-agree whatever the sampler). Trailing timestep T − 1 − kT/S is fewstep's t = 1 − k/S; one index off is a
-different sampler, and the comparison must see it.
+agree whatever the sampler). v-prediction students, whose x̂ ≈ α z then leaves [−1, 1], are compared on the
+raw output only. Trailing timestep T − 1 − kT/S is fewstep's t = 1 − k/S; one index off is a different
+sampler, and the comparison must see it.
 """
 from __future__ import annotations
 
@@ -303,6 +304,17 @@ def test_the_diffusers_unet_backbone_refuses_in_one_line(digits, config, words):
     with pytest.raises(UserError) as info:
         build_backbone(config, digits.shape, digits.num_classes)
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("teacher, data, words", [
+    (None, "moons", "diffusers-unet takes images"),
+    ("moons", None, "knows time only as the index of a T-step table"),  # a cosine teacher's student
+])
+def test_a_diffusers_unet_that_cannot_be_built_is_one_line_and_no_run(tmp_path, cli, moons_run, teacher, data, words):
+    args = ["distill", "--teacher", moons_run, "--objective", "cd"] if teacher else ["train", "--data", data]
+    code, _, err = cli(*args, "--model", "diffusers-unet", "--iters", "1", "--out", tmp_path / "run", "--no-progress")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("fewstep: error: --model: ") and words in err, err
+    assert not (tmp_path / "run").exists()
 
 
 def test_export_help_names_what_it_writes(cli):

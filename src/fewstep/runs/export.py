@@ -53,8 +53,9 @@ def check_exportable(config: TrainConfig, card: RunCard) -> tuple[int, Tabulated
                         "architecture); train the teacher, or distil the student, with the diffusers-unet backbone "
                         "(the default for a diffusers:PATH teacher's student)", arg="run")
     schedule = schedule_from_dict(config.schedule)
-    assert isinstance(schedule, TabulatedSchedule)  # diffusers-unet is built on nothing else
-    steps, table = int(card.sampler.steps or 0), schedule.steps
+    if not isinstance(schedule, TabulatedSchedule):  # a hand-edited config: diffusers-unet trains on nothing else
+        raise UserError("this run's config.json gives its diffusers-unet no tabulated schedule", arg="run")
+    steps, table = int(card.sampler.steps or config.student_steps), schedule.steps
     if table % steps:
         divisors = ", ".join(str(d) for d in range(1, table + 1) if table % d == 0)
         raise UserError(f"S = {steps} does not divide T = {table}: DDIMScheduler's trailing timesteps would not be the "
