@@ -33,6 +33,7 @@ SWEEP_W = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0)
 TEACHER_STEPS = 256
 STUDENT_W = (1.5, 4.0)                 # fixed-w students; the w-conditioned one is evaluated at these too
 W_RANGE = (1.0, 4.0)
+STUDENT_INTERVALS = ((0.25, 0.75), (0.0, 0.5))  # w = 1.5 students of a teacher guided only inside
 STEPS = (1, 2, 4, 8)
 SAMPLERS = ("ddim", "addim", "dpmpp2m", "unipc")
 INTERVALS = ((0.0, 0.5), (0.25, 0.75), (0.5, 1.0))  # guidance only for t inside (Kynkäänniemi et al. 2024)
@@ -41,13 +42,21 @@ DEFAULT_DROPOUT = 0.1
 ABLATION_N, ABLATION_SEEDS, ABLATION_STEPS, ABLATION_W = 2000, (0, 1, 2), 64, (1.0, 1.5, 2.0, 3.0)
 
 
+def wall_seconds(workdir: Path) -> float | None:
+    """Start to end of the run's last uninterrupted training, from its log (quick evaluation included)."""
+    events = [json.loads(line) for line in (workdir / "log.jsonl").read_text().splitlines() if '"event"' in line]
+    starts = [e["time"] for e in events if e.get("event") == "start" and "time" in e]
+    ends = [e["time"] for e in events if e.get("event") == "end" and "time" in e]
+    return ends[-1] - starts[-1] if starts and ends else None
+
+
 def teacher_config(dropout: float, seed: int) -> TrainConfig:
     return dataclasses.replace(preset_for(DATA, "images"), cond="class", cond_dropout=dropout, seed=seed, device="cpu")
 
 
 class Bench:
-    def __init__(self, root: Path, results: Path) -> None:
-        self.root, self.out = root, results / "guidance.json"
+    def __init__(self, root: Path, results: Path, only: list[str] | None = None) -> None:
+        self.root, self.out, self.only = root, results / "guidance.json", only
         self.root.mkdir(parents=True, exist_ok=True)
         self.results: dict[str, Any] = json.loads(self.out.read_text()) if self.out.is_file() else {}
         self.dataset = load_dataset(DATA)
@@ -58,10 +67,8 @@ class Bench:
     def train(self, name: str, config: TrainConfig) -> Path:
         workdir = self.root / name
         status, seconds = ensure_trained(config, workdir, dataset=self.dataset, overwrite=True)
-        times = self.results.setdefault("train_seconds", {})
-        if status != "reused" or name not in times:
-            times[name] = seconds if status == "trained" else times.get(name)
-            self.save()
+        self.results.setdefault("train_seconds", {})[name] = wall_seconds(workdir)
+        self.save()
         print(f"[guidance] {name}: {status} ({seconds:.0f} s)", flush=True)
         return workdir
 
@@ -98,6 +105,8 @@ class Bench:
         """The default teacher at 256 DDIM steps over the w sweep, and its 64-step DPM-Solver++/UniPC rows."""
         self.train(self.teacher.name, teacher_config(DEFAULT_DROPOUT, 0))
         self.results["teacher_sweep"] = [self.rows(self.teacher, "ddim", TEACHER_STEPS, w) for w in SWEEP_W]
+        self.results["teacher_interval"] = [self.rows(self.teacher, "ddim", TEACHER_STEPS, STUDENT_W[0], interval)
+                                            for interval in STUDENT_INTERVALS]
         self.save()
 
     def student_runs(self) -> dict[str, tuple[dict[str, Any], list[float]]]:
@@ -110,12 +119,18 @@ class Bench:
         for w in STUDENT_W:  # a second training seed at S = 4: the spread between recipes
             out[f"cd-w{w}-S4-seed1"] = ({"objective": "cd", "student_steps": 4, "guidance": w, "seed": 1}, [w])
         out["cd-wrange-S4-seed1"] = ({"objective": "cd", "student_steps": 4, "guidance_range": W_RANGE, "seed": 1}, list(STUDENT_W))
+        for lo, hi in STUDENT_INTERVALS:  # the interval that made the best few-step guided samplers, distilled
+            for s in (2, 4, 8):
+                out[f"cd-w{STUDENT_W[0]}-i{lo}-{hi}-S{s}"] = (
+                    {"objective": "cd", "student_steps": s, "guidance": STUDENT_W[0], "guidance_interval": (lo, hi)}, [STUDENT_W[0]])
         return out
 
     def students(self) -> None:
         base = teacher_config(DEFAULT_DROPOUT, 0)
         out = self.results.setdefault("students", {})
         for name, (fields, weights) in self.student_runs().items():
+            if self.only and name not in self.only:
+                continue
             workdir = self.train(name, student_config(base, str(self.teacher), **fields))
             run = load(workdir, device="cpu")
             out[name] = {"fields": {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
@@ -169,10 +184,11 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--stages", nargs="*", default=["sweep", "students", "baselines", "ct", "teachers"])
+    parser.add_argument("--only", nargs="*", help="students: only these names (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    bench = Bench(args.runs / "guidance", args.results)
+    bench = Bench(args.runs / "guidance", args.results, args.only)
     for stage in args.stages:
         tick = time.perf_counter()
         getattr(bench, stage)()

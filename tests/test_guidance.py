@@ -525,3 +525,20 @@ def test_an_unknown_class_through_the_cli(tmp_path, cli, digits_teacher):
     assert code == 2 and "--class" in err and "unknown class 'ten'" in err and not (tmp_path / "s.npz").exists()
     code, _, err = cli("sample", "--run", digits_teacher, "--out", tmp_path / "s.npz", "-n", "2", "--class", "12")
     assert code == 2 and "classes are 0…9" in err
+
+
+def test_a_student_of_a_teacher_guided_inside_an_interval(tmp_path, cli, digits_teacher):
+    """--guidance-interval: the teacher the student learns is guided only for t inside (Guided's interval)."""
+    import fewstep
+    from fewstep.runs.objective import make_objective
+
+    code, _, err = cli("distill", "--teacher", digits_teacher, "--out", tmp_path / "s", "--student-steps", "2", "--iters", "2",
+                       "--batch", "8", "--eval-samples", "10", "--guidance", "2", "--guidance-interval", "0.25,0.75", "--no-progress")
+    assert code == 0, err
+    student = fewstep.load(tmp_path / "s", device="cpu")
+    assert student.card.hyper["guidance_interval"] == [0.25, 0.75] and student.nfe() == 2
+    composed = make_objective(student.config, load_dataset("digits"), torch.device("cpu"), student.denoiser)
+    assert composed.objective.teacher.w == 2.0 and composed.objective.teacher.interval == (0.25, 0.75)
+    code, _, err = cli("distill", "--teacher", digits_teacher, "--out", tmp_path / "bad", "--student-steps", "2", "--iters", "2",
+                       "--guidance-interval", "0.25,0.75", "--no-progress")
+    assert code == 2 and "--guidance-interval" in err and not (tmp_path / "bad" / "checkpoint.json").exists()

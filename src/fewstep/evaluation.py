@@ -111,8 +111,9 @@ def _represents(run: Run, w: float | None, interval: tuple[float, float] | None)
     if run.num_classes is None:
         return {"w": None, "guided": False}
     distilled = run.card.hyper.get("guidance")
-    if distilled is not None:
-        return {"w": float(distilled), "guided": False}
+    if distilled is not None:  # the student of a guided teacher: its w (and the teacher's interval), 1 call per step
+        within = run.card.hyper.get("guidance_interval")
+        return {"w": float(distilled), "guided": False, **({"distilled_interval": within} if within else {})}
     if run.guidance_range is not None:
         return {"w": float(run.guidance_range[0] if w is None else w), "guided": False}
     guided = w is not None and w not in (0.0, 1.0)

@@ -20,7 +20,7 @@ from .args import (at_least_one_float, bounded_int, count_int, finite_float, flo
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 # TrainConfig fields set by the student flags of the same name (--student-steps → student_steps)
-STUDENT_FIELDS = ("teacher_null_class", "student_steps", "guidance", "guidance_range", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
+STUDENT_FIELDS = ("teacher_null_class", "student_steps", "guidance", "guidance_range", "guidance_interval", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
                   "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting")
 
 
@@ -92,6 +92,8 @@ def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -
                    "weight w (a class-conditional teacher; the student samples with S calls and no guidance)")
     g.add_argument("--guidance-range", type=float_pair, metavar="LO,HI", help="cd: a w-conditioned student, the teacher "
                    "guided at each example's w ~ U[LO, HI]; it samples any w in the range (--guidance) with S calls")
+    g.add_argument("--guidance-interval", type=float_pair, metavar="LO,HI", help="cd with --guidance or --guidance-range: "
+                   "the teacher guided only for t in [LO, HI], w = 1 outside (Kynkäänniemi et al. 2024)")
     g.add_argument("--teacher-sampler", choices=("addim", "ddim", "dpm2"), default=d.teacher_sampler, help="the teacher's small ODE step (cd)")
     g.add_argument("--n0", type=positive_int, default=d.n0, help="N_0: teacher discretisation at the start")
     g.add_argument("--n1", type=positive_int, default=d.n1, help="N_1: teacher discretisation after annealing")

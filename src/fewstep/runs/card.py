@@ -15,9 +15,9 @@ from ..errors import UserError
 from ..samplers import SamplerSpec, VarianceTable
 
 DIFFUSION_STEPS = 64  # a teacher's default sampling steps
-# ECT's hyper-parameters as used (model units), a guided-teacher student's w or w range, stored flat beside the rest
+# ECT's hyper-parameters as used (model units), a guided-teacher student's w, w range and interval, stored flat beside the rest
 OBJECTIVE_KEYS = ("P_mean", "P_std", "q", "k", "b", "iters_per_stage", "u_mid", "sigma_data", "weighting", "huber_c", "guidance",
-                  "guidance_range")
+                  "guidance_range", "guidance_interval")
 
 
 @dataclass

@@ -68,6 +68,7 @@ class TrainConfig:
     init: str = "teacher"                   # "teacher" | "none"
     guidance: float | None = None           # cd: distil the teacher guided at this w (docs/math.md §10)
     guidance_range: tuple[float, float] | None = None  # cd: a w-conditioned student, w ~ U[lo, hi] (§10)
+    guidance_interval: tuple[float, float] | None = None  # cd: the teacher guided only for t inside (§10)
     teacher_sampler: str = "addim"          # "addim" | "ddim" | "dpm2" (DPM-Solver++(2S): two teacher calls)
     n0: int = 128                           # N_0; fixed N = 128 (N_0 = N_1) measured better than the
     n1: int = 128                           # paper's 64 → 1280 anneal for short runs (docs/math.md §5)
@@ -98,8 +99,9 @@ class TrainConfig:
         model = dict(d.pop("model", {}))
         if "mults" in model:
             model["mults"] = tuple(model["mults"])
-        if d.get("guidance_range") is not None:
-            d["guidance_range"] = tuple(d["guidance_range"])
+        for key in ("guidance_range", "guidance_interval"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
         for kind, given in ((cls, d), (ModelConfig, model)):
             unknown = set(given) - {f.name for f in dataclasses.fields(kind)}
             if unknown:
@@ -132,7 +134,7 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 # Fields only a student's objective reads; a diffusion teacher is the same run whatever they hold.
-STUDENT_ONLY = ("teacher", "teacher_null_class", "student_steps", "init", "guidance", "guidance_range", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
+STUDENT_ONLY = ("teacher", "teacher_null_class", "student_steps", "init", "guidance", "guidance_range", "guidance_interval", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
                 "ect_p_mean", "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting", "ect_c")
 
 

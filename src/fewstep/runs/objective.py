@@ -42,7 +42,7 @@ def _diffusion(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple
 def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
     guided: dict[str, Any] = {}
     teacher_denoiser = teacher.denoiser
-    w_range = config.guidance_range
+    w_range, interval = config.guidance_range, config.guidance_interval
     if config.guidance is not None or w_range is not None:  # distil the guided teacher (docs/math.md §10)
         if config.objective != "cd" or config.cond != "class":
             raise UserError("guidance distils a guided class-conditional teacher: --objective cd with a teacher "
@@ -51,9 +51,15 @@ def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple
             raise UserError("give one of a fixed w (--guidance) or a range (--guidance-range)", arg="guidance")
         if w_range is not None and not 0.0 <= w_range[0] < w_range[1]:
             raise UserError(f"expected LO,HI with 0 <= LO < HI, got {w_range[0]:g},{w_range[1]:g}", arg="guidance_range")
+        if interval is not None and not 0.0 <= interval[0] < interval[1] <= 1.0:
+            raise UserError(f"expected LO,HI with 0 <= LO < HI <= 1, got {interval[0]:g},{interval[1]:g}", arg="guidance_interval")
         # One student per w, or one w-conditioned student whose teacher is guided at each example's w.
-        teacher_denoiser = Guided(teacher.denoiser, config.guidance, {"class": dataset.num_classes})
+        teacher_denoiser = Guided(teacher.denoiser, config.guidance, {"class": dataset.num_classes}, interval)
         guided = {"hyper": {"guidance": config.guidance} if w_range is None else {"guidance_range": list(w_range)}}
+        if interval is not None:
+            guided["hyper"]["guidance_interval"] = list(interval)
+    elif interval is not None:
+        raise UserError("a guidance interval needs --guidance or --guidance-range", arg="guidance_interval")
     objective: Objective = MultistepObjective(
         teacher_denoiser if config.objective == "cd" else None, config.student_steps, iters=config.iters,
         n0=config.n0, n1=config.n1, anneal_frac=config.anneal_frac, teacher_sampler=config.teacher_sampler,
