@@ -179,6 +179,35 @@ class Bench:
             self.save()
 
 
+    def mnist_speed(self) -> None:
+        """Item 7's mnist: seconds per training step of the conditional mnist preset (UNet, batch 128) here.
+        Run on an idle machine: a busy neighbour slows torch's threads several-fold."""
+        from fewstep.objectives import DiffusionObjective
+        from fewstep.runs.build import build_denoiser
+
+        mnist = load_dataset("mnist")
+        config = dataclasses.replace(preset_for("mnist", "images"), cond="class")
+        denoiser = build_denoiser(config, mnist.shape, mnist.num_classes)
+        objective = DiffusionObjective(cond_dropout=config.cond_dropout, nulls={"class": mnist.num_classes})
+        optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.lr)
+        generator = torch.Generator().manual_seed(0)
+        seconds = []
+        for step in range(8):
+            idx = torch.randint(len(mnist.train), (config.batch,), generator=generator)
+            tick = time.perf_counter()
+            loss = objective(denoiser, mnist.train[idx], {"class": mnist.train_labels[idx]}, step, generator).loss
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            seconds.append(time.perf_counter() - tick)
+        per_step = sorted(seconds[2:])[len(seconds[2:]) // 2]  # median after 2 warm-up steps
+        self.results["mnist_speed"] = {"seconds_per_step": per_step, "batch": config.batch, "iters": config.iters,
+                                       "hours_for_preset": per_step * config.iters / 3600, "threads": torch.get_num_threads(),
+                                       "parameters": sum(p.numel() for p in denoiser.parameters())}
+        self.save()
+        print(f"[guidance] mnist UNet: {per_step:.2f} s per step at batch {config.batch}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
