@@ -201,14 +201,18 @@ def test_a_diffusers_unet_teacher_trains_on_the_1024_table_and_its_student_is_th
     assert relative(stock_samples(tmp_path / "export", noise(8, 0), 2), student.sample_tensor(8, seed=0)) <= RTOL
 
 
-def test_a_diffusers_teachers_student_is_its_own_unet_from_its_weights_and_exports(tmp_path, cli):
+@pytest.mark.parametrize("beta, prediction", [("linear", "v_prediction"), ("squaredcos_cap_v2", "epsilon")])
+def test_a_diffusers_teachers_student_is_its_own_unet_from_its_weights_and_exports(tmp_path, cli, beta, prediction):
+    """Of a v or an ε teacher, the student predicts v from the teacher's weights (an ε teacher's output read as v̂,
+    docs/math.md §12), and exports as v_prediction without clip_sample: its own sampler clips nothing."""
     unet = tiny_unet()
-    folder = save(tmp_path / "teacher", unet, make_scheduler("linear", "v_prediction", "ddim", steps=1000))
+    folder = save(tmp_path / "teacher", unet, make_scheduler(beta, prediction, "ddim", steps=1000))
     code, _, err = cli("distill", "--teacher", f"diffusers:{folder}", "--data", "digits", "--out", tmp_path / "student",
                        "--student-steps", "4", "--iters", "1", "--lr", "1e-12", "--batch", "8", "--eval-samples", "8", "--no-progress")
     assert code == 0, err
     student = fewstep.load(tmp_path / "student", device="cpu")
     assert student.config.model.name == "diffusers-unet" and student.config.init == "teacher" and student.config.prediction == "v"
+    assert student.card.teacher_clip is (prediction == "epsilon")
     assert student.config.model.kwargs == {k: v for k, v in json.loads((folder / "unet" / "config.json").read_text()).items()
                                            if not k.startswith("_")}
     for name, theirs in unet.state_dict().items():
@@ -216,7 +220,10 @@ def test_a_diffusers_teachers_student_is_its_own_unet_from_its_weights_and_expor
     code, _, err = cli("export", "--run", tmp_path / "student", "--out", tmp_path / "export")
     assert code == 0, err
     config = json.loads((tmp_path / "export" / "scheduler" / "scheduler_config.json").read_text())
-    assert (config["beta_schedule"], config["num_train_timesteps"], config["trained_betas"]) == ("linear", 1000, None)
+    assert (config["beta_schedule"], config["num_train_timesteps"], config["trained_betas"]) == (beta, 1000, None)
+    assert (config["prediction_type"], config["clip_sample"], config["thresholding"]) == ("v_prediction", False, False)
+    assert json.loads((tmp_path / "export" / "fewstep.json").read_text())["run"]["teacher_clip"] is (prediction == "epsilon")
+    assert ("clipped to [−1, 1]" in (tmp_path / "export" / "README.md").read_text()) is (prediction == "epsilon")
     assert relative(stock_samples(tmp_path / "export", noise(8, 1), 4), student.sample_tensor(8, seed=1)) <= RTOL
 
 

@@ -18,9 +18,14 @@ import fewstep
 from fewstep.data import load_dataset
 from fewstep.errors import UserError
 from fewstep.objectives import MultistepObjective
+from fewstep.param import Clipped
+from fewstep.runs import ModelConfig, TrainConfig
+from fewstep.runs.build import build_denoiser
 from fewstep.runs.diffusers_teacher import class_index, diffusers_teacher, read_folder
-from fewstep.runs.teachers import on_schedule
-from fewstep.schedules import CosineSchedule, TabulatedSchedule, logsnr_range, schedule_from_dict
+from fewstep.runs.objective import make_objective
+from fewstep.runs.teachers import on_schedule, student_settings
+from fewstep.samplers import ddim, ddim_step
+from fewstep.schedules import CosineSchedule, TabulatedSchedule, logsnr_range, schedule_from_dict, time_grid
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -43,7 +48,7 @@ def make_scheduler(beta: str = "linear", prediction: str = "v_prediction", kind:
         extra["trained_betas"] = np.geomspace(1e-4, 0.02, steps).astype(np.float32).tolist()
     else:
         extra["beta_schedule"] = beta
-    return SCHEDULERS[kind](num_train_timesteps=steps, prediction_type=prediction, clip_sample=False, **extra)
+    return SCHEDULERS[kind](num_train_timesteps=steps, prediction_type=prediction, **{"clip_sample": False, **extra})
 
 
 def save(folder: Path, unet, scheduler, layout: str = "pipeline") -> Path:
@@ -147,10 +152,10 @@ def test_multistep_consistency_caps_n_at_the_tables_t():
 @pytest.mark.parametrize("beta", BETAS)
 def test_x_hat_is_the_schedulers_own_conversion(tmp_path, digits, beta, prediction):
     """At integer timesteps (T = 1024: every t_i is exact in float32) x̂ is DDIMScheduler.step's
-    pred_original_sample for the UNet's raw output."""
+    pred_original_sample for the UNet's raw output; an ε teacher's is clipped to [−1, 1] like clip_sample's."""
     steps = 1024
     unet = tiny_unet(K + 1)
-    scheduler = make_scheduler(beta, prediction, "ddim", steps=steps)
+    scheduler = make_scheduler(beta, prediction, "ddim", steps=steps, clip_sample=prediction == "epsilon")
     teacher = diffusers_teacher(save(tmp_path / "t", unet, scheduler), digits)
     scheduler.set_timesteps(8)
     z = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
@@ -210,6 +215,61 @@ def test_a_missing_class_is_the_unets_null_and_the_null_index_is_configurable(tm
         alpha, sigma = (a.reshape(2, 1, 1, 1) for a in teacher.schedule.alpha_sigma(t))
         assert torch.allclose(null, alpha * z - sigma * v_null, atol=1e-6)
         assert torch.allclose(teacher(z, t, {"class": torch.tensor([2, 2])}).x_hat, alpha * z - sigma * v_two, atol=1e-6)
+
+
+# --- ε-prediction teachers: x̂ clipped in CD and sampling, v students ------------------------------
+
+def test_clipped_is_the_clamped_x_hat_with_eps_from_it_and_diffusers_clip_sample_step(tmp_path, digits):
+    """Closed form: x̂ = clamp(x̂_raw, −1, 1), ε̂ = (z − α x̂)/σ. A DDIM step with it is DDIMScheduler.step with
+    clip_sample and use_clipped_model_output, and fewstep's ddim with clip_x is the same sampler."""
+    steps = 1024
+    unet, scheduler = tiny_unet(), make_scheduler("squaredcos_cap_v2", "epsilon", "ddim", steps=steps, clip_sample=True,
+                                                  timestep_spacing="trailing")
+    raw = diffusers_teacher(save(tmp_path / "t", unet, scheduler), digits, clip_x=False)
+    clipped = Clipped(raw)
+    z = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([1.0, 0.7, 0.3, 0.05])
+    with torch.no_grad():
+        pred, inner = clipped(z, t), raw(z, t)
+    alpha, sigma = (a.reshape(4, 1, 1, 1) for a in raw.schedule.alpha_sigma(t))
+    assert torch.equal(pred.x_hat, inner.x_hat.clamp(-1, 1)) and torch.equal(pred.eps_hat, (z - alpha * pred.x_hat) / sigma)
+    assert (inner.x_hat[0].abs() > 1).float().mean() > 0.5  # at t = 1 the raw x̂ of an ε-model leaves the range
+    scheduler.set_timesteps(8)
+    i, s = int(scheduler.timesteps[0]), (int(scheduler.timesteps[1]) + 1) / steps
+    with torch.no_grad():
+        theirs = scheduler.step(unet(z, i).sample, i, z, eta=0.0, use_clipped_model_output=True).prev_sample
+        ours = ddim_step(raw.schedule, clipped(z, 1.0).x_hat, z, torch.ones(4), torch.full((4,), s))
+    assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max()
+    ts = time_grid(4)
+    assert torch.equal(ddim(clipped, z, ts), ddim(raw, z, ts, clip_x=True))
+
+
+@pytest.mark.parametrize("prediction, asked, clipped", [
+    ("epsilon", None, True), ("v_prediction", None, False), ("epsilon", False, False), ("v_prediction", True, True)])
+def test_cd_clips_the_x_hat_of_an_eps_teacher_of_images_and_its_student_predicts_v(tmp_path, digits, prediction, asked, clipped):
+    folder = save(tmp_path / "t", tiny_unet(), make_scheduler("squaredcos_cap_v2", prediction, steps=64))
+    config = TrainConfig(data="digits", objective="cd", teacher=f"diffusers:{folder}", model=ModelConfig("diffusers-unet"),
+                         cond="none", teacher_clip=asked, iters=1)
+    config = student_settings(config, digits)
+    assert config.prediction == "v" and config.init == "teacher"  # an ε teacher's student too
+    student = build_denoiser(config, digits.shape, None)
+    composed = make_objective(config, digits, torch.device("cpu"), student)
+    teacher = composed.objective.teacher
+    assert isinstance(teacher, Clipped) == clipped and composed.card["teacher_clip"] is clipped
+    with torch.no_grad():
+        x_hat = teacher(torch.randn(8, 1, 8, 8), torch.ones(8)).x_hat
+    if clipped or prediction == "epsilon":  # unclipped, an ε-model's x̂ at t = 1 is (z − σ ε̂)/α with α = 4.9e-5
+        assert (x_hat.abs().max() <= 1) == clipped
+    unet = {f"unet.{k}": v for k, v in tiny_unet().state_dict().items()}  # the student starts from these (train loads them)
+    assert composed.teacher.weights.keys() == student.backbone.state_dict().keys() == unet.keys()
+    assert all(torch.equal(composed.teacher.weights[k], unet[k]) for k in unet)
+
+
+def test_a_clip_is_refused_for_points(tmp_path, cli, moons_run):
+    code, _, err = cli("distill", "--teacher", moons_run, "--objective", "cd", "--teacher-clip", "--iters", "1",
+                       "--out", tmp_path / "run", "--no-progress")
+    assert code == 2 and err.startswith("fewstep: error: --teacher-clip: ") and "images" in err, err
+    assert not (tmp_path / "run").exists()
 
 
 # --- through the CLI ----------------------------------------------------------------------------
@@ -284,5 +344,6 @@ def test_a_cd_student_of_a_class_conditional_diffusers_teacher_trains_and_sample
     run = fewstep.load(tmp_path / "student", device="cpu")
     assert run.config.schedule == read_folder(str(teacher)).schedule.to_dict() and run.config.cond == "class"
     assert (run.config.model.name, run.config.init) == (model, init) and run.card.teacher == f"diffusers:{teacher}"
+    assert run.config.prediction == "v" and run.card.teacher_clip is True  # of an ε teacher on squaredcos_cap_v2
     samples = run.sample(4, classes=[3])
     assert samples.shape[0] == 4 and np.isfinite(np.asarray(samples, dtype=np.float64)).all()

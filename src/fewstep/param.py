@@ -8,7 +8,7 @@ Notation (math.md → code):
 Samplers and objectives see only denoisers: anything callable as ``denoiser(z_t, t, cond)`` that
 returns a :class:`Prediction` and has a ``schedule`` works everywhere (our MLP/UNet, a foreign
 ``nn.Module``, an exact closed-form denoiser such as the Gaussian-mixture teacher, a teacher re-timed
-to another schedule).
+to another schedule or with its x̂ clipped).
 """
 from __future__ import annotations
 
@@ -119,6 +119,24 @@ class Retimed:
     def __call__(self, z_t: Tensor, t: Tensor | float, cond: Cond | None = None) -> Prediction:
         t = batch_times(t, z_t)
         return self.inner(z_t, self.inner.schedule.t_from_logsnr(self.schedule.logsnr(t)), cond)
+
+
+class Clipped:
+    """``inner`` with x̂ clipped to the data range [lo, hi] and ε̂ derived from the clipped x̂ at the same z_t,
+    ε̂ = (z_t − α_t x̂)/σ_t (docs/math.md §12). E[x | z_t] of data in the range lies in it, so the clip can only
+    bring x̂ nearer; every sampler and CD step then sees a DDIM step with the clipped x̂ (diffusers'
+    ``clip_sample`` with ``use_clipped_model_output``). A guided x̂ is clipped after guidance, as diffusers does."""
+
+    def __init__(self, inner: DenoiserLike, lo: float = -1.0, hi: float = 1.0) -> None:
+        self.inner, self.lo, self.hi, self.schedule = inner, lo, hi, inner.schedule
+
+    def __call__(self, z_t: Tensor, t: Tensor | float, cond: Cond | None = None) -> Prediction:
+        t = batch_times(t, z_t)
+        pred = self.inner(z_t, t, cond)
+        x_hat = pred.x_hat.clamp(self.lo, self.hi)
+        alpha, sigma = (expand_like(a, z_t) for a in self.schedule.alpha_sigma(t))
+        x_cond = None if pred.x_hat_cond is None else pred.x_hat_cond.clamp(self.lo, self.hi)
+        return Prediction(x_hat, (z_t - alpha * x_hat) / sigma, x_hat_cond=x_cond)
 
 
 class CountingDenoiser:

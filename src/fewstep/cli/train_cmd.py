@@ -20,7 +20,7 @@ from .args import (at_least_one_float, bounded_int, count_int, finite_float, flo
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16")
 # TrainConfig fields set by the student flags of the same name (--student-steps → student_steps)
-STUDENT_FIELDS = ("teacher_null_class", "student_steps", "guidance", "guidance_range", "guidance_interval", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
+STUDENT_FIELDS = ("teacher_null_class", "teacher_clip", "student_steps", "guidance", "guidance_range", "guidance_interval", "teacher_sampler", "n0", "n1", "anneal_frac", "eta", "huber_c", "weighting", "ect_p_mean",
                   "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting")
 
 
@@ -85,6 +85,9 @@ def add_student_flags(p: argparse.ArgumentParser, objective_flag: bool = True) -
                    "is by default the teacher's own UNet, from its weights, on its schedule)")
     g.add_argument("--teacher-null-class", type=non_negative_int, help="a class-conditional diffusers teacher's null class "
                    "(default: K when its UNet has K + 1 class embeddings for the data's K classes; with K there is none, and no guidance)")
+    g.add_argument("--teacher-clip", action=argparse.BooleanOptionalAction, default=None,
+                   help="cd: clip the teacher's x̂ to [-1, 1] (images; default: for an epsilon-prediction teacher, whose x̂ = (z - σ ε̂)/α "
+                   "amplifies ε̂'s error 1/α-fold near t = 1)")
     g.add_argument("--student-steps", type=steps_int, default=d.student_steps, help="S: student sampling steps (segments) of cd, ct, mect")
     g.add_argument("--init", choices=("teacher", "none"), default=None, help="start from the teacher's weights, or from scratch (default: teacher when there is a teacher run, or a "
                    "diffusers teacher's own UNet)")

@@ -44,6 +44,7 @@ class RunCard:
     teacher: str | None = None                   # a run folder, "ideal", "python object"
     teacher_step: int | None = None
     teacher_data: str | None = None
+    teacher_clip: bool | None = None             # cd: whether the teacher's x̂ was clipped to [−1, 1] (docs/math.md §12)
     student_steps: int | None = None
     n_schedule: dict[str, Any] | None = None     # N_0, N_1, anneal fraction (cd/ct)
     hyper: dict[str, Any] = field(default_factory=dict)   # objective hyper-parameters as used (ect, mect)
@@ -66,7 +67,7 @@ class RunCard:
             "sampler": {"name": self.sampler.name, "steps": self.sampler.steps, "options": dict(self.sampler.options)},
         }
         optional = {"teacher": self.teacher, "teacher_step": self.teacher_step, "teacher_data": self.teacher_data,
-                    "student_steps": self.student_steps, "n_schedule": self.n_schedule,
+                    "teacher_clip": self.teacher_clip, "student_steps": self.student_steps, "n_schedule": self.n_schedule,
                     "backbone": self.backbone.to_dict() if self.backbone else None,
                     "variance_table": self.variance_table.to_dict() if self.variance_table else None,
                     "final_eval": self.final_eval}
@@ -87,7 +88,7 @@ class RunCard:
                 normaliser=Normaliser.from_dict(d["normaliser"]), num_classes=d.get("num_classes"),
                 class_names=tuple(map(str, d["class_names"])) if d.get("class_names") else None,
                 objective=objective, teacher=d.get("teacher"), teacher_step=d.get("teacher_step"),
-                teacher_data=d.get("teacher_data"), student_steps=d.get("student_steps"), n_schedule=d.get("n_schedule"),
+                teacher_data=d.get("teacher_data"), teacher_clip=d.get("teacher_clip"), student_steps=d.get("student_steps"), n_schedule=d.get("n_schedule"),
                 hyper={k: d[k] for k in OBJECTIVE_KEYS if k in d},
                 backbone=BackboneRecipe(d["backbone"]["class"], d["backbone"]["kwargs"]) if d.get("backbone") else None,
                 variance_table=VarianceTable.from_dict(d["variance_table"]) if d.get("variance_table") else None,

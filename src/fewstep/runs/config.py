@@ -64,6 +64,7 @@ class TrainConfig:
     # Multistep consistency (docs/math.md §5); used when objective is "cd" or "ct".
     teacher: str = ""                       # teacher run folder, "ideal" (gaussians8's exact denoiser) or "diffusers:PATH"
     teacher_null_class: int | None = None   # a diffusers teacher's null class index (None: K of K + 1 embeddings)
+    teacher_clip: bool | None = None        # cd: clip the teacher's x̂ to [−1, 1]; None: for an ε-prediction teacher of images (§12)
     student_steps: int = 4                  # S
     init: str = "teacher"                   # "teacher" | "none"
     guidance: float | None = None           # cd: distil the teacher guided at this w (docs/math.md §10)
@@ -134,7 +135,7 @@ PRESETS: dict[str, TrainConfig] = {
 
 
 # Fields only a student's objective reads; a diffusion teacher is the same run whatever they hold.
-STUDENT_ONLY = ("teacher", "teacher_null_class", "student_steps", "init", "guidance", "guidance_range", "guidance_interval", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
+STUDENT_ONLY = ("teacher", "teacher_null_class", "teacher_clip", "student_steps", "init", "guidance", "guidance_range", "guidance_interval", "teacher_sampler", "n0", "n1", "anneal_frac", "huber_c", "weighting",
                 "ect_p_mean", "ect_p_std", "ect_q", "ect_k", "ect_b", "ect_stages", "ect_u_mid", "ect_weighting", "ect_c")
 
 

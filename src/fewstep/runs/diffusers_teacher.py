@@ -7,7 +7,8 @@ denoiser on its own schedule (docs/math.md §12).
 The UNet is a ``UNet2DModel``, unconditional or class-conditional through ``num_class_embeds``; the
 scheduler a ``DDPMScheduler`` or ``DDIMScheduler`` whose betas become a :class:`TabulatedSchedule`. Every
 check reads the JSON configs first, so a refused folder costs no weights. A student is by default the
-teacher's own UNet (backbone ``diffusers-unet``, diffusers_unet.py) started from its weights. diffusers is the
+teacher's own UNet (backbone ``diffusers-unet``, diffusers_unet.py) started from its weights; an ε-prediction
+teacher's x̂ is clipped to [−1, 1] in CD (teachers.clips_x) and its student predicts v. diffusers is the
 optional extra ``fewstep[diffusers]``, imported only when a folder is read.
 """
 from __future__ import annotations
@@ -24,11 +25,11 @@ from torch import nn
 
 from ..data import Dataset
 from ..errors import UserError
-from ..param import Denoiser
+from ..param import Clipped, Denoiser, DenoiserLike
 from ..schedules import TabulatedSchedule
 from .config import TrainConfig
 from .diffusers_unet import DiffusersUNet, class_index, diffusers, has_null, init_args
-from .teachers import STUDENT_SETTINGS, TEACHER_SOURCES, SourceContext, Teacher
+from .teachers import STUDENT_SETTINGS, TEACHER_SOURCES, SourceContext, Teacher, clips_x
 
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x"}   # diffusers' prediction_type → ours
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -197,12 +198,15 @@ def _denoiser(folder: DiffusersFolder, dataset: Dataset, index: list[int] | None
     return Denoiser(backbone, folder.schedule, prediction=folder.prediction).to(device)  # type: ignore[arg-type]
 
 
-def diffusers_teacher(path: str | Path, dataset: Dataset, *, null_class: int | None = None,
-                      device: torch.device | str = "cpu") -> Denoiser:
+def diffusers_teacher(path: str | Path, dataset: Dataset, *, null_class: int | None = None, clip_x: bool | None = None,
+                      device: torch.device | str = "cpu") -> DenoiserLike:
     """The diffusers folder ``path`` as a frozen denoiser on its tabulated schedule, checked against ``dataset``;
-    ``null_class`` as :func:`class_index` reads it. Its ``cond`` is ``{"class": labels}`` with the data's labels."""
+    ``null_class`` as :func:`class_index` reads it. Its ``cond`` is ``{"class": labels}`` with the data's labels.
+    Its x̂ is clipped to [−1, 1] as a CD teacher's would be (``clip_x`` None: for ε-prediction, :func:`clips_x`),
+    so that every sampler samples it as distillation sees it."""
     folder = read_folder(str(path))
-    return _denoiser(folder, dataset, check_data(folder, dataset, null_class), device)
+    denoiser = _denoiser(folder, dataset, check_data(folder, dataset, null_class), device)
+    return Clipped(denoiser) if clips_x(clip_x, denoiser, dataset) else denoiser
 
 
 @TEACHER_SOURCES.register("diffusers")
@@ -218,14 +222,15 @@ def _source(arg: str, ctx: SourceContext) -> Teacher:
 def _student_settings(arg: str, config: TrainConfig, dataset: Dataset) -> TrainConfig:
     """The student takes the teacher's table as its schedule, and its conditioning from the UNet ("auto":
     class for a class-conditional UNet, none otherwise). A diffusers-unet student given no UNet config is the
-    teacher's own class and config (docs/math.md §12), and started from its weights, its prediction type."""
+    teacher's own class and config (docs/math.md §12); started from its weights, it keeps the teacher's prediction
+    type, except that an ε teacher's student predicts v (its x̂ = α z − σ v̂ does not divide by α ≈ 0 at t = 1)."""
     folder = read_folder(arg)
     cond = config.cond if config.cond != "auto" else "class" if folder.num_class_embeds else "none"
     config = dataclasses.replace(config, schedule=folder.schedule.to_dict(), cond=cond)
     if config.model.name == "diffusers-unet" and not config.model.kwargs:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, kwargs=init_args(folder.unet)))
     if config.init == "teacher" and own_unet(folder, config):
-        config = dataclasses.replace(config, prediction=folder.prediction)
+        config = dataclasses.replace(config, prediction="v" if folder.prediction == "eps" else folder.prediction)
     check_student(folder, config, dataset)
     return config
 

@@ -66,7 +66,8 @@ def check_exportable(config: TrainConfig, card: RunCard) -> tuple[int, Tabulated
 def scheduler_config(schedule: TabulatedSchedule, prediction: str) -> dict[str, Any]:
     """DDIMScheduler's arguments for the student's sampler (docs/math.md §12): the run's betas (by name when
     diffusers' named schedule gives exactly them), its prediction type, trailing timesteps, ᾱ = 1 after the
-    last step (which then returns x̂), no clipping."""
+    last step (which then returns x̂), and no clipping, since the student's own sampler clips nothing (a clipped
+    ε teacher's student predicts v, whose x̂ = α z − σ v̂ does not divide by α)."""
     d, steps = diffusers("run"), schedule.steps
     betas = schedule.betas.float()
     named = next((name for name in BETA_SCHEDULES
@@ -115,8 +116,8 @@ def export(run: Path | str, out: Path | str, *, overwrite: bool = False) -> Path
         "class_index": index[: card.num_classes].tolist() if conditional else None,
         "class_names": list(card.class_names) if conditional and card.class_names else None,
         "pipeline": ".".join(PIPELINE) if conditional else "DDIMPipeline",
-        "run": {"objective": config.objective, "teacher": card.teacher, "data": card.data, "data_shape": list(card.data_shape),
-                "step": ckpt.step},
+        "run": {"objective": config.objective, "teacher": card.teacher, "teacher_clip": card.teacher_clip, "data": card.data,
+                "data_shape": list(card.data_shape), "step": ckpt.step},
     }
     index_json = {"_class_name": list(PIPELINE) if conditional else "DDIMPipeline", "_diffusers_version": d.__version__,
                   **({"student_steps": steps} if conditional else {}),
@@ -156,6 +157,7 @@ def model_card(config: TrainConfig, card: RunCard, info: dict[str, Any], step: i
         "student steps S": steps, "iterations": f"{step} (batch {config.batch}, learning rate {config.lr:g}, seed {config.seed})",
         "teacher discretisation N": n and (n["n0"] if n["n0"] == n["n1"] else f"{n['n0']} → {n['n1']} over {n['anneal_frac']:.0%} of the run"),
         "initialised from": "the teacher's weights" if config.init == "teacher" else "scratch",
+        "teacher's x̂": "clipped to [−1, 1] in the distillation targets" if card.teacher_clip else None,
         "schedule": f"{info['num_train_timesteps']}-step table, prediction_type {info['prediction_type']}",
     }
     measured = card.final_eval or {}

@@ -11,7 +11,7 @@ from ..data import Dataset
 from ..errors import UserError
 from ..guidance import Guided
 from ..objectives import ConditionDropout, DiffusionObjective, ECTObjective, GuidanceRange, MultistepECTObjective, MultistepObjective, Objective
-from ..param import DenoiserLike
+from ..param import Clipped, DenoiserLike
 from ..registry import Registry
 from ..samplers import SamplerSpec
 from ..schedules import schedule_from_dict, table_steps
@@ -60,6 +60,8 @@ def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple
             guided["hyper"]["guidance_interval"] = list(interval)
     elif interval is not None:
         raise UserError("a guidance interval needs --guidance or --guidance-range", arg="guidance_interval")
+    if teacher.clip_x:  # after guidance: the x̂ the step uses is the one clipped (teachers.clips_x)
+        teacher_denoiser = Clipped(teacher_denoiser)
     objective: Objective = MultistepObjective(
         teacher_denoiser if config.objective == "cd" else None, config.student_steps, iters=config.iters,
         n0=config.n0, n1=config.n1, anneal_frac=config.anneal_frac, teacher_sampler=config.teacher_sampler,

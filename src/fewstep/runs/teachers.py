@@ -33,7 +33,8 @@ LOGSNR_TOL = 1e-3
 class Teacher:
     denoiser: DenoiserLike | None                # None: CT or ECT from scratch, no teacher at all
     weights: dict[str, torch.Tensor] | None      # EMA weights to start the student from
-    card: dict[str, Any] = field(default_factory=dict)  # teacher, teacher_step, teacher_data
+    card: dict[str, Any] = field(default_factory=dict)  # teacher, teacher_step, teacher_data, teacher_clip
+    clip_x: bool = False                         # CD clips its x̂ to [−1, 1] (after guidance, if any): see clips_x
 
 
 @dataclass
@@ -114,13 +115,32 @@ def on_schedule(teacher: DenoiserLike, schedule: Schedule) -> DenoiserLike:
     return Retimed(teacher, schedule)
 
 
+def clips_x(asked: bool | None, teacher: DenoiserLike, dataset: Dataset) -> bool:
+    """Whether CD clips the teacher's x̂ to the image range [−1, 1] (docs/math.md §12): as ``asked``, else for an
+    ε-prediction teacher of images, whose x̂ = (z − σ ε̂)/α multiplies ε̂'s error by σ/α (2·10⁴ at t = 1 on
+    squaredcos_cap_v2). The clip never moves x̂ away from E[x | z_t], which lies in the range; a v or x teacher's
+    error is not amplified, and its ODE is left as it is unless asked."""
+    if asked and dataset.kind != "images":
+        raise UserError("clipping x̂ to [-1, 1] is for images; these data are points", arg="teacher_clip")
+    if asked is not None:
+        return asked
+    return dataset.kind == "images" and getattr(teacher, "prediction", None) == "eps"
+
+
+# Where a student may start from its teacher's weights with another parameterisation: an ε head read as a v
+# head is right where σ → 0 (v = α ε − σ x → ε) and re-learnt by distillation elsewhere (docs/math.md §12).
+REPARAMETERISED = {("eps", "v")}
+
+
 def check_init(teacher: Teacher, student: Any) -> None:
-    """Starting a student from its teacher's weights needs the same schedule and parameterisation: the
-    same network input then means the same noise level and the same output the same prediction."""
+    """Starting a student from its teacher's weights needs the same schedule, so that the same network input
+    means the same noise level, and the same parameterisation, or one of :data:`REPARAMETERISED`."""
     if teacher.weights is None or teacher.denoiser is None:
         return
     mine = (student.schedule.to_dict(), getattr(student, "prediction", None))
     theirs = (teacher.denoiser.schedule.to_dict(), getattr(teacher.denoiser, "prediction", mine[1]))
+    if mine[0] == theirs[0] and (theirs[1], mine[1]) in REPARAMETERISED:
+        return
     if mine != theirs:
         raise UserError(f"the teacher's weights belong to schedule {describe(teacher.denoiser.schedule)} with {theirs[1]}-prediction, "
                         f"the student has {describe(student.schedule)} with {mine[1]}-prediction; start the student from them only on the same "
@@ -145,6 +165,9 @@ def resolve_teacher(config: TrainConfig, dataset: Dataset, device: torch.device,
         teacher = source(arg, SourceContext(config, dataset, device))
     assert teacher.denoiser is not None
     check_init(teacher, student)
+    if config.objective == "cd":
+        teacher.clip_x = clips_x(config.teacher_clip, teacher.denoiser, dataset)
+        teacher.card["teacher_clip"] = teacher.clip_x
     teacher.denoiser = on_schedule(teacher.denoiser, student.schedule)
     return teacher
 
