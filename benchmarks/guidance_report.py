@@ -164,6 +164,11 @@ def report(results: dict[str, Any]) -> str:
             lines += [f"| {name} | {r['steps']} | {r['nfe']} | {r['w']:g}{' guided' if r.get('guided') else ''} | {fd(r)} | {acc(r)} |"
                       for r in entry["rows"]]
         lines.append("")
+    mnist = results.get("mnist_speed")
+    if mnist:
+        lines += ["## mnist", "", f"The conditional mnist preset (UNet, {mnist['parameters'] / 1e6:.1f}M parameters) costs "
+                  f"{mnist['seconds_per_step']:.1f} s per training step at batch {mnist['batch']} on this CPU ({mnist['threads']} "
+                  f"threads): {mnist['hours_for_preset']:.0f} hours for its {mnist['iters']:,} iterations. Not trained here.", ""]
     ablation = results.get("ablation", {})
     if ablation:
         lines += ["## Condition dropout (teachers, 64 DDIM steps, 2,000 samples × 3 seeds)", "",

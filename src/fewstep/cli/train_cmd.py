@@ -52,7 +52,7 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
                    "labels (the null class is K); none: unconditional; auto (default): class for labelled data "
                    "(digits, mnist, gaussians8, an .npz with labels, class sub-folders)")
     p.add_argument("--cond-dropout", type=unit_float, help="while training a conditional teacher, replace an example's "
-                   "label by the null class with this probability (default 0.1)")
+                   "label by the null class with this probability (default 0.2, by ablation)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of weights, data order and noise (offset per rank under torchrun)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out (it must exist)")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")

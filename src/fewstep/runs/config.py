@@ -40,7 +40,8 @@ class TrainConfig:
     workers: int = 2                        # DataLoader processes decoding streamed data
     objective: str = "diffusion"
     cond: str = "auto"                      # "none" | "class" (on the data's labels) | "auto": class for labelled data
-    cond_dropout: float = 0.1               # P(label → null class) while training a conditional teacher (§10)
+    cond_dropout: float = 0.2               # P(label → null class) while training a conditional teacher (§10);
+                                            # 0.2 over 0, 0.05, 0.1 by ablation (benchmarks/results/guidance.md)
     model: ModelConfig = field(default_factory=ModelConfig)
     prediction: str = "v"                  # what the backbone predicts: v | eps | x
     schedule: dict[str, Any] = field(default_factory=lambda: {"name": "cosine"})
