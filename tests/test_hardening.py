@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -194,21 +195,28 @@ def test_complex_data_is_refused(cli, tmp_path: Path) -> None:
 
 # --- every objective under torchrun -------------------------------------------------------------------
 
-@pytest.mark.slow
-@pytest.mark.parametrize("objective", ["cd", "ct", "ect", "mect"])
-def test_torchrun_two_processes_train_every_student_objective(moons_run: Path, tmp_path: Path, objective: str) -> None:
+def torchrun_two_processes(tmp_path: Path, *args: Any, iters: int) -> dict[str, Any]:
+    """``fewstep ARGS --out tmp/run`` under torchrun with 2 gloo processes; checks that both ranks trained
+    to ``iters`` with finite weights and returns the final log record (its quick evaluation)."""
     out = tmp_path / "run"
     torchrun = [str(VENV_BIN / "torchrun"), "--nproc_per_node=2", "--standalone", "-m", "fewstep.cli.main"]
-    proc = run_fewstep("train", "--objective", objective, "--teacher", moons_run, "--student-steps", "2", "--out", out,
-                       "--iters", "12", "--batch", "32", "--eval-samples", "101", "--ckpt-every", "6", "--no-progress",
+    proc = run_fewstep(*args, "--out", out, "--iters", str(iters), "--ckpt-every", str(iters // 2), "--no-progress",
                        cwd=tmp_path, exe=torchrun, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = read_log(out / "log.jsonl")
     assert [r for r in log if r.get("event") == "start"][0]["world_size"] == 2
-    (end,) = [r for r in log if r.get("event") == "end"]
-    assert end["eval"]["n_samples"] == 101  # 51 + 50, drawn on two ranks and gathered
     ckpt = read_checkpoint(out)
-    assert ckpt.step == 12 and all(torch.isfinite(v).all() for v in ckpt.model.values())
+    assert ckpt.step == iters and all(torch.isfinite(v).all() for v in ckpt.model.values())
+    (end,) = [r for r in log if r.get("event") == "end"]
+    return end
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", ["cd", "ct", "ect", "mect"])
+def test_torchrun_two_processes_train_every_student_objective(moons_run: Path, tmp_path: Path, objective: str) -> None:
+    end = torchrun_two_processes(tmp_path, "train", "--objective", objective, "--teacher", moons_run, "--student-steps", "2",
+                                 "--batch", "32", "--eval-samples", "101", iters=12)
+    assert end["eval"]["n_samples"] == 101  # 51 + 50, drawn on two ranks and gathered
 
 
 @pytest.fixture(scope="module")
@@ -226,18 +234,9 @@ def digits_cond_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_torchrun_two_processes_distil_a_guided_teacher(digits_cond_run: Path, tmp_path: Path, guidance: list[str]) -> None:
     """A fixed-w and a w-conditioned student of a guided teacher under DDP; the quick evaluation samples every
     class on both ranks and reports the class accuracy of all of them."""
-    out = tmp_path / "run"
-    torchrun = [str(VENV_BIN / "torchrun"), "--nproc_per_node=2", "--standalone", "-m", "fewstep.cli.main"]
-    proc = run_fewstep("distill", "--teacher", digits_cond_run, "--student-steps", "2", "--out", out, *guidance,
-                       "--iters", "8", "--batch", "16", "--eval-samples", "41", "--ckpt-every", "4", "--no-progress",
-                       cwd=tmp_path, exe=torchrun, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = read_log(out / "log.jsonl")
-    assert [r for r in log if r.get("event") == "start"][0]["world_size"] == 2
-    (end,) = [r for r in log if r.get("event") == "end"]
+    end = torchrun_two_processes(tmp_path, "distill", "--teacher", digits_cond_run, "--student-steps", "2", *guidance,
+                                 "--batch", "16", "--eval-samples", "41", iters=8)
     assert end["eval"]["n_samples"] == 41 and 0.0 <= end["eval"]["class_accuracy"] <= 1.0
-    ckpt = read_checkpoint(out)
-    assert ckpt.step == 8 and all(torch.isfinite(v).all() for v in ckpt.model.values())
 
 
 def test_the_stop_grad_reference_runs_on_the_bare_backbone_under_ddp(tmp_path: Path) -> None:
