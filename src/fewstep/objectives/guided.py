@@ -21,14 +21,27 @@ from ..param import Denoiser
 from .common import LossOutput, Objective, ObjectiveBase
 
 
-class GuidanceRange(ObjectiveBase):
+class ConditionWrapper(ObjectiveBase):
+    """``objective`` called with another condition; its name, sampler, state and end-of-run measurements."""
+
+    def __init__(self, objective: Objective) -> None:
+        self.objective, self.name, self.sampler = objective, objective.name, objective.sampler
+
+    def state(self) -> dict[str, Any]:
+        return self.objective.state()
+
+    def finalize(self, ema: Denoiser, heldout: Batch) -> dict[str, Any]:
+        return self.objective.finalize(ema, heldout)
+
+
+class GuidanceRange(ConditionWrapper):
     """``objective`` with each example's guidance weight w ~ U[lo, hi] added to its condition."""
 
     def __init__(self, objective: Objective, lo: float, hi: float) -> None:
         if not 0.0 <= lo < hi:
             raise ValueError(f"a guidance range needs 0 <= lo < hi, got ({lo}, {hi})")
-        self.objective, self.lo, self.hi = objective, float(lo), float(hi)
-        self.name, self.sampler = objective.name, objective.sampler
+        super().__init__(objective)
+        self.lo, self.hi = float(lo), float(hi)
 
     def __call__(self, denoiser: Denoiser, x: Tensor, cond: Cond | None, step: int, generator: torch.Generator) -> LossOutput:
         if cond is None:
@@ -36,25 +49,13 @@ class GuidanceRange(ObjectiveBase):
         w = self.lo + (self.hi - self.lo) * torch.rand(len(x), generator=generator)
         return self.objective(denoiser, x, {**cond, GUIDANCE: w.to(x.device)}, step, generator)
 
-    def state(self) -> dict[str, Any]:
-        return self.objective.state()
 
-    def finalize(self, ema: Denoiser, heldout: Batch) -> dict[str, Any]:
-        return self.objective.finalize(ema, heldout)
-
-
-class ConditionDropout(ObjectiveBase):
+class ConditionDropout(ConditionWrapper):
     """``objective`` with each example's condition replaced by the null one with probability ``p``."""
 
     def __init__(self, objective: Objective, p: float, nulls: dict[str, int | float]) -> None:
-        self.objective, self.p, self.nulls = objective, float(p), dict(nulls)
-        self.name, self.sampler = objective.name, objective.sampler
+        super().__init__(objective)
+        self.p, self.nulls = float(p), dict(nulls)
 
     def __call__(self, denoiser: Denoiser, x: Tensor, cond: Cond | None, step: int, generator: torch.Generator) -> LossOutput:
         return self.objective(denoiser, x, drop_condition(cond, self.p, self.nulls, generator), step, generator)
-
-    def state(self) -> dict[str, Any]:
-        return self.objective.state()
-
-    def finalize(self, ema: Denoiser, heldout: Batch) -> dict[str, Any]:
-        return self.objective.finalize(ema, heldout)
