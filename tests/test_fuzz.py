@@ -157,11 +157,12 @@ def image_hw(shape: tuple[int, ...]) -> tuple[int, int] | None:
 
 def expect_accepted(arr: np.ndarray) -> bool | None:
     """True when the array is plainly valid data (docs: points [N, D]; images [N, H, W], [N, C, H, W],
-    [N, H, W, C], uint8 or in [0, 1], [-1, 1], [0, 255]); None: no claim."""
+    [N, H, W, C], uint8 or in [0, 1], [-1, 1], [0, 255]; every value finite and within float32's range);
+    None: no claim."""
     if arr.dtype.kind not in "biuf" or arr.ndim not in (2, 3, 4) or arr.size == 0 or len(arr) < 2:
         return None
     x = arr.astype(np.float64)
-    if not np.isfinite(x).all():
+    if not np.isfinite(x).all() or np.abs(x).max() > np.finfo(np.float32).max:
         return None
     if arr.ndim == 2:
         return True
