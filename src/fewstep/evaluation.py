@@ -141,6 +141,14 @@ def mark_training_free(rows: Sequence[dict[str, Any]], samplers: Sequence[str] =
     return [{**r, "training_free": True} if r["sampler"] in samplers else dict(r) for r in rows]
 
 
+def baseline_weights(teacher: Run, rows: Sequence[dict[str, Any]]) -> list[float | None]:
+    """The guidance weights a student's baselines run at: w = 1 and every w its ``rows`` stand for (a
+    class-conditional teacher), else unguided."""
+    if not teacher.num_classes:
+        return [None]
+    return sorted({r["w"] for r in rows if r.get("w") is not None} | {1.0})
+
+
 def missing_training_free(teacher: Run, dataset: Dataset, nfes: Sequence[int], have: Sequence[dict[str, Any]] = (), *,
                           n: int = 2000, seeds: Sequence[int] = SEEDS, samplers: Sequence[str] = TRAINING_FREE,
                           guidance: Sequence[float | None] = (None,)) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..runs import load
     from ..data import load_dataset
-    from ..evaluation import against_training_free, default_plan, evaluate_run, format_table, missing_training_free, protocol
+    from ..evaluation import against_training_free, baseline_weights, default_plan, evaluate_run, format_table, missing_training_free, protocol
 
     json_path = check_writable(args.json, "json", args.overwrite) if args.json else None
     model = load(args.run, device=args.device)
@@ -74,9 +74,8 @@ def run(args: argparse.Namespace) -> None:
                         interval=args.guidance_interval)
     baselines: list[dict[str, Any]] = []
     if teacher is not None:
-        weights = sorted({r["w"] for r in rows if r.get("w") is not None} | {1.0}) if teacher.num_classes else [None]
         baselines = missing_training_free(teacher, dataset, sorted({r["nfe"] for r in rows}), n=args.count, seeds=seeds,
-                                          guidance=weights)
+                                          guidance=baseline_weights(teacher, rows))
         rows = against_training_free(rows, baselines)
     print(format_table(rows, title=f"{args.run} ({dataset.name}, step {model.step})"))
     if baselines:

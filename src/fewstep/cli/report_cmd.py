@@ -48,7 +48,7 @@ def teacher_plan(steps: Sequence[int], samplers: Sequence[str] = TEACHER_SAMPLER
 
 def run(args: argparse.Namespace) -> None:
     from ..data import load_dataset
-    from ..evaluation import against_training_free, default_plan, evaluate_run, format_table, mark_training_free, missing_training_free
+    from ..evaluation import against_training_free, baseline_weights, default_plan, evaluate_run, format_table, mark_training_free, missing_training_free
     from ..report import check_out, collect, write_report
     from .evaluate_cmd import open_teacher
 
@@ -88,9 +88,8 @@ def run(args: argparse.Namespace) -> None:
             if key not in in_report and key not in extra:
                 extra[key] = (teacher, datasets[i], [])
             baselines = rows[in_report[key]] if key in in_report else extra[key][2]
-            weights = sorted({r["w"] for r in rows[i] if r.get("w") is not None} | {1.0}) if teacher.num_classes else [None]
             added = missing_training_free(teacher, datasets[i], sorted({r["nfe"] for r in rows[i]}), baselines, n=n, seeds=seeds,
-                                          guidance=weights)
+                                          guidance=baseline_weights(teacher, rows[i]))
             baselines += added
             rows[i] = against_training_free(rows[i], baselines)
             if added:
