@@ -2,7 +2,8 @@
 
     python benchmarks/diffusers_study.py --runs DIR [--iters 4000]
 
-Each teacher is a ``UNet2DModel`` (8×8, one channel) trained the way diffusers' unconditional training
+Each teacher is a ``UNet2DModel`` (8×8, one channel, widths 32/64 with attention at 4×4: 1.0 M parameters,
+0.17 s per training step of 128 here, against 0.41 s for widths 64/128) trained the way diffusers' unconditional training
 example does it: x_t = ``DDPMScheduler.add_noise(x, ε, i)`` at a uniform integer index i, the MSE to ε
 (``epsilon``) or to ``get_velocity`` (``v_prediction``), AdamW, an EMA of the weights. One ε-prediction
 teacher on linear betas (the DDPM default) and one v-prediction teacher on squaredcos_cap_v2. Training
@@ -30,7 +31,7 @@ T, BATCH, LR, EMA_DECAY, CKPT_EVERY = 1000, 128, 5e-4, 0.999, 250
 def unet():
     from diffusers import UNet2DModel
 
-    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=2, block_out_channels=(64, 128),
+    return UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=2, block_out_channels=(32, 64),
                        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
                        norm_num_groups=16)
 
