@@ -48,9 +48,13 @@ def _add_common(p: argparse.ArgumentParser, objective_flag: bool) -> None:
                    "squaredcos_cap_v2 betas at T = 1024 (the default for a diffusers:PATH teacher's student: the teacher's own UNet)")
     p.add_argument("--width", type=positive_int, help="backbone width (MLP units / UNet base channels)")
     p.add_argument("--dropout", type=unit_float, help="dropout rate")
-    p.add_argument("--cond", choices=("auto", "none", "class"), help="class: a class-conditional teacher on the data's "
-                   "labels (the null class is K); none: unconditional; auto (default): class for labelled data "
+    p.add_argument("--cond", choices=("auto", "none", "class", "text"), help="class: a class-conditional teacher on the data's "
+                   "labels (the null class is K); text: conditioned on the data's captions through a frozen text encoder (the "
+                   "null caption is \"\"); none: unconditional; auto (default): text for captioned data (digits-text, "
+                   "mnist-text, a folder with metadata.jsonl, an .npz with captions), else class for labelled data "
                    "(digits, mnist, gaussians8, an .npz with labels, class sub-folders)")
+    p.add_argument("--text-encoder", help="--cond text: the frozen text encoder: minilm (all-MiniLM-L6-v2, the default), "
+                   "tiny:TOKENIZER_JSON (a small random one, for tests) or package.module:Factory")
     p.add_argument("--cond-dropout", type=unit_float, help="while training a conditional teacher, replace an example's "
                    "label by the null class with this probability (default 0.2, by ablation)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of weights, data order and noise (offset per rank under torchrun)")
@@ -191,6 +195,7 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
         precision=args.precision, eval_every=args.eval_every, ckpt_every=args.ckpt_every,
         log_every=args.log_every, eval_samples=args.eval_samples, max_bad_steps=args.max_bad_steps,
         data_loader=args.data_loader, workers=args.workers, cond=args.cond, cond_dropout=args.cond_dropout,
+        text_encoder=args.text_encoder,
         model_name=args.model, model_width=args.width, model_dropout=args.dropout,
     )
     if not student and config.model.name == "diffusers-unet":

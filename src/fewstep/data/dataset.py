@@ -61,6 +61,8 @@ class Dataset:
     heldout_labels: Tensor | None = None
     num_classes: int | None = None
     class_names: tuple[str, ...] | None = None  # index → name (class sub-folders); None: the index is the name
+    train_captions: tuple[str, ...] | None = None
+    heldout_captions: tuple[str, ...] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

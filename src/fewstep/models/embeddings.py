@@ -1,4 +1,4 @@
-"""Time and class embeddings shared by the backbones."""
+"""Time, class, guidance-weight and caption embeddings shared by the backbones."""
 from __future__ import annotations
 
 import math
@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cond import GUIDANCE, Cond
+from ..prompts import TEXT, TEXT_MASK
 
 GUIDANCE_SCALE = 10.0  # w / 10 takes the place of t in the sinusoidal features: w in [0, 10] spans them like t
 
@@ -27,9 +28,12 @@ class TimeEmbedding(nn.Module):
     call without a ``class`` condition gets: one "no label", not a second one that skips the embedding.
     A call without a ``guidance`` condition gets w = 1 (the conditional model). The w embedding's last
     layer starts at zero, so a student started from its teacher's weights starts as the teacher.
+    With ``text_dim``, the caption's sentence vector (its token states' masked mean, docs/math.md §13)
+    is projected and added: the global content of a caption, beside the backbone's cross-attention.
     """
 
-    def __init__(self, dim: int, out_dim: int, num_classes: int | None = None, guidance: bool = False) -> None:
+    def __init__(self, dim: int, out_dim: int, num_classes: int | None = None, guidance: bool = False,
+                 text_dim: int | None = None) -> None:
         super().__init__()
         self.dim = dim
         self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
@@ -40,6 +44,7 @@ class TimeEmbedding(nn.Module):
             self.guidance_mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
             nn.init.zeros_(self.guidance_mlp[-1].weight)
             nn.init.zeros_(self.guidance_mlp[-1].bias)
+        self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, out_dim)) if text_dim else None
 
     def forward(self, t: Tensor, cond: Cond | None = None) -> Tensor:
         emb = self.mlp(sinusoidal(t, self.dim))  # [B, out_dim]
@@ -50,4 +55,14 @@ class TimeEmbedding(nn.Module):
         if self.guidance_mlp is not None:
             w = cond[GUIDANCE] if cond is not None and GUIDANCE in cond else torch.ones(len(t), device=t.device)
             emb = emb + self.guidance_mlp(sinusoidal(w / GUIDANCE_SCALE, self.dim))
+        if self.text_proj is not None:
+            emb = emb + self.text_proj(sentence_vectors(cond[TEXT], cond[TEXT_MASK]))
         return emb
+
+
+def sentence_vectors(states: Tensor, mask: Tensor) -> Tensor:
+    """[B, L, D] token states, [B, L] mask → [B, D]: the masked mean, L2-normalised (sentence-transformers'
+    sentence embedding)."""
+    m = mask.to(states.dtype)[..., None]
+    mean = (states * m).sum(1) / m.sum(1).clamp_min(1.0)
+    return torch.nn.functional.normalize(mean, dim=-1)

@@ -31,14 +31,14 @@ class MLP(nn.Module):
 
     def __init__(
         self, dim: int, width: int = 256, depth: int = 4, dropout: float = 0.0,
-        num_classes: int | None = None, guidance: bool = False,
+        num_classes: int | None = None, guidance: bool = False, text_dim: int | None = None,
     ) -> None:
         super().__init__()
         # How to rebuild this module (a run trained with it records them; see fewstep.runs.build).
         self.init_kwargs = {"dim": dim, "width": width, "depth": depth, "dropout": dropout, "num_classes": num_classes,
-                            "guidance": guidance}
+                            "guidance": guidance, "text_dim": text_dim}
         self.inp = nn.Linear(dim, width)
-        self.time = TimeEmbedding(64, width, num_classes, guidance)
+        self.time = TimeEmbedding(64, width, num_classes, guidance, text_dim)
         self.blocks = nn.ModuleList(ResidualBlock(width, dropout) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, dim))
 

@@ -4,35 +4,53 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import torch
 from torch import nn
 
+from ..cond import Cond
 from ..data import Dataset, LazyExamples
 from ..errors import UserError
 from ..models import MLP, UNet
 from ..param import PREDICTION_TYPES, Denoiser
+from ..prompts import CAPTION, NULL_CAPTION, TextConditioned, prompt_bank
 from ..registry import Registry
 from ..schedules import schedule_from_dict
 from .config import TrainConfig
 
-# name -> builder(config, shape of one example, number of classes or None, embed a guidance weight w); the
-# whole config, since a backbone's time input may depend on the schedule (a diffusers UNet's table index)
-Builder = Callable[[TrainConfig, Sequence[int], "int | None", bool], nn.Module]
+CONDITIONS = ("none", "class", "text", "auto")
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a backbone is conditioned on: ``num_classes`` labels (plus a null class), an embedding of the
+    guidance weight w (a w-conditioned student), captions' token states of width ``text_dim``."""
+
+    num_classes: int | None = None
+    guidance: bool = False
+    text_dim: int | None = None
+
+
+# name -> builder(config, shape of one example, conditioning); the whole config, since a backbone's time
+# input may depend on the schedule (a diffusers UNet's table index)
+Builder = Callable[[TrainConfig, Sequence[int], Conditioning], nn.Module]
 BACKBONES: Registry[Builder] = Registry("backbone")
 RECIPE_ATTR = "_fewstep_recipe"   # (import path, kwargs) set by :func:`backbone`
 
 
 @BACKBONES.register("mlp")
-def _mlp(config: TrainConfig, shape: Sequence[int], num_classes: int | None, guidance: bool) -> nn.Module:
+def _mlp(config: TrainConfig, shape: Sequence[int], c: Conditioning) -> nn.Module:
     m, dim = config.model, 1
     for size in shape:
         dim *= size
-    return MLP(dim, width=m.width, depth=m.depth, dropout=m.dropout, num_classes=num_classes, guidance=guidance)
+    return MLP(dim, width=m.width, depth=m.depth, dropout=m.dropout, num_classes=c.num_classes, guidance=c.guidance,
+               text_dim=c.text_dim)
 
 
 @BACKBONES.register("unet")
-def _unet(config: TrainConfig, shape: Sequence[int], num_classes: int | None, guidance: bool) -> nn.Module:
+def _unet(config: TrainConfig, shape: Sequence[int], c: Conditioning) -> nn.Module:
     m = config.model
     if len(shape) != 3:
         raise UserError(f"unet takes images [N, C, H, W]; this data has examples of shape {list(shape)} (use mlp)", arg="model")
@@ -42,7 +60,7 @@ def _unet(config: TrainConfig, shape: Sequence[int], num_classes: int | None, gu
         raise UserError(f"a unet with {len(m.mults)} levels needs images of at least {2 * levels}×{2 * levels}; these are "
                         f"{shape[1]}×{shape[2]} (use mlp)", arg="model")
     return UNet(shape[0], max(shape[1], shape[2]), width=m.width, mults=m.mults, blocks=m.blocks,
-                attn_res=m.attn_res, dropout=m.dropout, num_classes=num_classes, guidance=guidance)
+                attn_res=m.attn_res, dropout=m.dropout, num_classes=c.num_classes, guidance=c.guidance, text_dim=c.text_dim)
 
 
 def import_class(path: str) -> type:
@@ -63,39 +81,72 @@ def import_class(path: str) -> type:
 def build_backbone(config: TrainConfig, shape: Sequence[int], num_classes: int | None = None) -> nn.Module:
     """The backbone ``config.model`` names for examples of ``shape``; class-conditional on the data's
     ``num_classes`` labels when ``config.cond`` is "class" (one more class embedding row is the null);
-    with an embedding of the guidance weight for a w-conditioned student (``config.guidance_range``)."""
+    caption-conditioned through the text encoder's prompt bank when it is "text" (docs/math.md §13); with an
+    embedding of the guidance weight for a w-conditioned student (``config.guidance_range``)."""
     num_classes = conditional_classes(config, num_classes)
+    text = config.cond == "text"
+    bank = prompt_bank(config.text_encoder) if text else None
     m = config.model
     guidance = config.guidance_range is not None
-    if guidance and (":" in m.name or not num_classes):
-        raise UserError("a w-conditioned student (--guidance-range) needs a class-conditional teacher with fewstep's "
-                        "mlp or unet backbone (their embedding of w)", arg="guidance_range")
+    if guidance and (":" in m.name or not (num_classes or text)):
+        raise UserError("a w-conditioned student (--guidance-range) needs a class- or caption-conditional teacher with "
+                        "fewstep's mlp or unet backbone (their embedding of w)", arg="guidance_range")
     if ":" in m.name:
         try:
-            return backbone(m.name, **m.kwargs)
+            net = backbone(m.name, **m.kwargs)
         except TypeError as exc:
             raise UserError(f"{m.name}(**{m.kwargs}) failed ({exc})", arg="model") from None
-    return BACKBONES.get(m.name, arg="model")(config, shape, num_classes, guidance)
+    else:
+        c = Conditioning(num_classes, guidance, bank.dim if bank is not None else None)
+        net = BACKBONES.get(m.name, arg="model")(config, shape, c)
+    return TextConditioned(net, bank) if bank is not None else net
 
 
 def resolve_cond(config: TrainConfig, dataset: Dataset) -> TrainConfig:
-    """``cond = "auto"`` made concrete: "class" for labelled data held in memory, "none" otherwise."""
+    """``cond = "auto"`` made concrete: "text" for captioned data, "class" for labelled data, both held in
+    memory, "none" otherwise."""
     if config.cond != "auto":
         return config
-    labelled = dataset.num_classes is not None and not isinstance(dataset.train, LazyExamples)
-    return dataclasses.replace(config, cond="class" if labelled else "none")
+    in_memory = not isinstance(dataset.train, LazyExamples)
+    cond = "text" if dataset.train_captions is not None else "class" if dataset.num_classes is not None else "none"
+    return dataclasses.replace(config, cond=cond if in_memory else "none")
 
 
 def conditional_classes(config: TrainConfig, num_classes: int | None) -> int | None:
     """The class count the backbone is conditioned on: the data's when ``config.cond`` is "class" (or
     "auto" and the data has labels)."""
-    if config.cond == "none" or (config.cond == "auto" and not num_classes):
+    if config.cond not in CONDITIONS:
+        raise UserError(f"expected one of {', '.join(CONDITIONS)}, got {config.cond!r}", arg="cond")
+    if config.cond in ("none", "text") or (config.cond == "auto" and not num_classes):
         return None
-    if config.cond not in ("class", "auto"):
-        raise UserError(f"expected none, class or auto, got {config.cond!r}", arg="cond")
     if not num_classes:
         raise UserError(f"class conditioning needs labelled data; {config.data!r} has no labels", arg="cond")
     return num_classes
+
+
+def cond_nulls(config: TrainConfig, num_classes: int | None) -> dict[str, int]:
+    """Per condition key, the value that means "no condition": class K, the empty caption (docs/math.md §10)."""
+    if config.cond == "class":
+        return {"class": int(num_classes)} if num_classes else {}
+    return {CAPTION: NULL_CAPTION} if config.cond == "text" else {}
+
+
+def data_cond(config: TrainConfig, dataset: Dataset, heldout: bool = False) -> Cond | None:
+    """The condition of the training (``heldout``: held-out) examples: their labels or their captions' ids."""
+    if config.cond == "class":
+        labels = dataset.heldout_labels if heldout else dataset.train_labels
+        return {"class": torch.as_tensor(labels).long()}
+    if config.cond == "text":
+        captions = dataset.heldout_captions if heldout else dataset.train_captions
+        if captions is None:
+            raise UserError(f"text conditioning needs captioned data; {config.data!r} has no captions", arg="cond")
+        return prompt_cond(config, captions)
+    return None
+
+
+def prompt_cond(config: TrainConfig, prompts: Sequence[str]) -> Cond:
+    """The condition of samples of ``prompts``: their ids in the run's prompt bank (encoded on first sight)."""
+    return {CAPTION: prompt_bank(config.text_encoder).ids(list(prompts))}
 
 
 def build_denoiser(config: TrainConfig, shape: Sequence[int], num_classes: int | None = None) -> Denoiser:

@@ -39,8 +39,10 @@ class TrainConfig:
     data_loader: str = "auto"               # memory | stream | auto (stream above 1 GiB); built-ins: memory
     workers: int = 2                        # DataLoader processes decoding streamed data
     objective: str = "diffusion"
-    cond: str = "auto"                      # "none" | "class" (on the data's labels) | "auto": class for labelled data
-    cond_dropout: float = 0.2               # P(label → null class) while training a conditional teacher (§10);
+    cond: str = "auto"                      # "none" | "class" (the data's labels) | "text" (its captions) | "auto":
+                                            # text for captioned data, else class for labelled data
+    text_encoder: str = "minilm"            # cond "text": "minilm" | "tiny:TOKENIZER_JSON" | "module:Factory" (§13)
+    cond_dropout: float = 0.2               # P(label → null class, caption → "") while training a conditional teacher (§10);
                                             # 0.2 over 0, 0.05, 0.1 by ablation (benchmarks/results/guidance.md)
     model: ModelConfig = field(default_factory=ModelConfig)
     prediction: str = "v"                  # what the backbone predicts: v | eps | x

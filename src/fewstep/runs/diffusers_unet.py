@@ -18,7 +18,7 @@ from ..cond import Cond
 from ..errors import UserError
 from ..models.unet import norm_groups
 from ..schedules import TabulatedSchedule, describe, schedule_from_dict, table_steps
-from .build import BACKBONES
+from .build import BACKBONES, Conditioning
 from .config import TrainConfig
 
 # The table a fewstep-trained diffusers-unet teacher uses (docs/math.md §12): squaredcos_cap_v2 is
@@ -124,10 +124,14 @@ def unet_config(config: TrainConfig, shape: Sequence[int], num_classes: int | No
 
 
 @BACKBONES.register("diffusers-unet")
-def _build(config: TrainConfig, shape: Sequence[int], num_classes: int | None, guidance: bool) -> nn.Module:
+def _build(config: TrainConfig, shape: Sequence[int], c: Conditioning) -> nn.Module:
     """``config.model.kwargs`` is a UNet2DModel config (a diffusers teacher's, for its student), else one is
     laid out from the model fields by :func:`unet_config`."""
-    if guidance:
+    num_classes = c.num_classes
+    if c.text_dim:
+        raise UserError("diffusers-unet is a UNet2DModel, which reads no captions; use --model unet (fewstep's UNet "
+                        "with cross-attention) for text conditioning", arg="model")
+    if c.guidance:
         raise UserError("a w-conditioned student needs fewstep's mlp or unet: a UNet2DModel has no input for w (its class "
                         "embedding holds the labels)", arg="guidance_range")
     schedule = schedule_from_dict(config.schedule)

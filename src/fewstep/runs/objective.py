@@ -15,6 +15,7 @@ from ..param import Clipped, DenoiserLike
 from ..registry import Registry
 from ..samplers import SamplerSpec
 from ..schedules import schedule_from_dict, table_steps
+from .build import cond_nulls
 from .card import DIFFUSION_STEPS
 from .config import TrainConfig
 from .teachers import Teacher, resolve_teacher
@@ -34,7 +35,8 @@ class Composed:
 @OBJECTIVES.register("diffusion")
 def _diffusion(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple[Objective, dict[str, Any]]:
     # Its quick evaluation samples with DDIM at eval_steps; the run's own sampler is DDIM at 64 steps.
-    dropout = {"cond_dropout": config.cond_dropout, "nulls": {"class": dataset.num_classes}} if config.cond == "class" else {}
+    nulls = cond_nulls(config, dataset.num_classes)
+    dropout = {"cond_dropout": config.cond_dropout, "nulls": nulls} if nulls else {}
     return (DiffusionObjective(config.eta, sampler_steps=config.eval_steps, **dropout),
             {"sampler": SamplerSpec("ddim", DIFFUSION_STEPS)})
 
@@ -44,9 +46,9 @@ def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple
     teacher_denoiser = teacher.denoiser
     w_range, interval = config.guidance_range, config.guidance_interval
     if config.guidance is not None or w_range is not None:  # distil the guided teacher (docs/math.md §10)
-        if config.objective != "cd" or config.cond != "class":
-            raise UserError("guidance distils a guided class-conditional teacher: --objective cd with a teacher "
-                            "trained with --cond class", arg="guidance")
+        if config.objective != "cd" or config.cond not in ("class", "text"):
+            raise UserError("guidance distils a guided conditional teacher: --objective cd with a teacher trained "
+                            "with --cond class or text", arg="guidance")
         if config.guidance is not None and w_range is not None:
             raise UserError("give one of a fixed w (--guidance) or a range (--guidance-range)", arg="guidance")
         if w_range is not None and not 0.0 <= w_range[0] < w_range[1]:
@@ -54,7 +56,7 @@ def _multistep(config: TrainConfig, dataset: Dataset, teacher: Teacher) -> tuple
         if interval is not None and not 0.0 <= interval[0] < interval[1] <= 1.0:
             raise UserError(f"expected LO,HI with 0 <= LO < HI <= 1, got {interval[0]:g},{interval[1]:g}", arg="guidance_interval")
         # One student per w, or one w-conditioned student whose teacher is guided at each example's w.
-        teacher_denoiser = Guided(teacher.denoiser, config.guidance, {"class": dataset.num_classes}, interval)
+        teacher_denoiser = Guided(teacher.denoiser, config.guidance, cond_nulls(config, dataset.num_classes), interval)
         guided = {"hyper": {"guidance": config.guidance} if w_range is None else {"guidance_range": list(w_range)}}
         if interval is not None:
             guided["hyper"]["guidance_interval"] = list(interval)
@@ -114,7 +116,8 @@ def make_objective(config: TrainConfig, dataset: Dataset, device: torch.device, 
     factory = OBJECTIVES.get(config.objective, arg="objective")
     source = Teacher(None, None) if config.objective == "diffusion" else resolve_teacher(config, dataset, device, student, teacher)
     objective, card = factory(config, dataset, source)
-    if config.cond == "class" and config.objective in ("ct", "ect", "mect"):
-        # No teacher's null class to imitate: the student keeps learning its own (docs/math.md §10).
-        objective = ConditionDropout(objective, config.cond_dropout, {"class": dataset.num_classes})
+    nulls = cond_nulls(config, dataset.num_classes)
+    if nulls and config.objective in ("ct", "ect", "mect"):
+        # No teacher's null condition to imitate: the student keeps learning its own (docs/math.md §10).
+        objective = ConditionDropout(objective, config.cond_dropout, nulls)
     return Composed(objective, source, {**source.card, **card})

@@ -17,6 +17,7 @@ from ..samplers.addim import run_defaults
 from ..samplers.spec import text_option
 from ..sampling import generate
 from ..train.dist import resolve_device
+from .build import cond_nulls, prompt_cond
 from .card import DIFFUSION_STEPS, RunCard
 from .config import TrainConfig
 from .folder import open_denoiser
@@ -41,14 +42,36 @@ class Run:
         """K for a class-conditional run (its null class is K), else None."""
         return self.card.num_classes if self.config.cond == "class" else None
 
+    @property
+    def is_text(self) -> bool:
+        """Whether the run is conditioned on captions (``prompt=`` when sampling)."""
+        return self.config.cond == "text"
+
+    def prompt_cond(self, n: int, prompts: str | Sequence[str] | None) -> Cond | None:
+        """The condition of ``n`` samples of ``prompts`` in turn (one prompt: all of them); None without prompts.
+        "" is the unconditional model; a prompt of more than 256 tokens is cut there with a warning."""
+        if prompts is None:
+            return None
+        if not self.is_text:
+            raise UserError("this run is not conditioned on captions (trained without --cond text)", arg="prompt")
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise UserError("expected one or more prompts (strings)", arg="prompt")
+        return prompt_cond(self.config, [prompts[i % len(prompts)] for i in range(n)])
+
+    def nulls(self) -> dict[str, int]:
+        """The null value per condition key (guidance's unconditional call)."""
+        return cond_nulls(self.config, self.card.num_classes)
+
     def class_cond(self, n: int, classes: Sequence[int | str] | None = None) -> Cond | None:
         """The condition of ``n`` samples of ``classes`` (indices, or names of class sub-folders) in turn
-        (default: every class, balanced); None for an unconditional run."""
+        (default: every class, balanced); None for an unconditional run; a caption-conditioned run's
+        default is the empty prompt (the unconditional model)."""
         k = self.num_classes
         if k is None:
             if classes:
                 raise UserError("this run is not class-conditional (trained without --cond class)", arg="class")
-            return None
+            return self.prompt_cond(n, "") if self.is_text else None
         labels = list(range(k)) if not classes else [self.class_index(c) for c in classes]
         bad = [c for c in labels if not 0 <= c < k]
         if bad:
@@ -90,15 +113,15 @@ class Run:
             if interval is not None:
                 raise UserError("a guidance interval needs a guidance weight (--guidance)", arg="guidance_interval")
             return denoiser
-        if self.num_classes is None:
-            raise UserError("guidance needs a class-conditional run (trained with --cond class)", arg="guidance")
+        if not self.nulls():
+            raise UserError("guidance needs a conditional run (trained with --cond class or text)", arg="guidance")
         distilled_at = self.card.hyper.get("guidance")
         if distilled_at is not None:
             raise UserError(f"this student was distilled from its teacher guided at w = {distilled_at:g} and samples "
                             "without guidance", arg="guidance")
         if guidance < 0:
             raise UserError(f"expected a guidance weight ≥ 0, got {guidance}", arg="guidance")
-        return Guided(denoiser, guidance, {"class": self.num_classes}, interval)
+        return Guided(denoiser, guidance, self.nulls(), interval)
 
     def nfe(self, sampler: str | SamplerSpec | None = None, steps: int | None = None, *,
             guidance: float | None = None, interval: tuple[float, float] | None = None) -> int:
@@ -160,15 +183,17 @@ class Run:
     def sample_tensor(
         self, n: int, *, steps: int | None = None, sampler: str | SamplerSpec | None = None, seed: int = 0,
         variance: str | None = None, batch_size: int | None = None, clip_x: bool = False, final: str | None = None,
-        cond: Cond | None = None, classes: Sequence[int] | None = None, guidance: float | None = None,
-        interval: tuple[float, float] | None = None, denoiser: DenoiserLike | None = None,
+        cond: Cond | None = None, classes: Sequence[int] | None = None, prompt: str | Sequence[str] | None = None,
+        guidance: float | None = None, interval: tuple[float, float] | None = None, denoiser: DenoiserLike | None = None,
     ) -> Tensor:
         """``n`` samples in model units (standardised points, images in [−1, 1]). A class-conditional run
-        samples ``cond``, else ``classes`` in turn, else every class balanced; ``guidance`` = w guides it
-        (2 network calls per step, docs/math.md §10)."""
+        samples ``cond``, else ``classes`` in turn, else every class balanced; a caption-conditioned run
+        ``cond``, else ``prompt`` (one, or several in turn), else "" (unconditional); ``guidance`` = w guides
+        it (2 network calls per step, docs/math.md §10)."""
         spec = self.spec(sampler, steps, variance=variance, final=final)
         resolved = SamplerSpec(spec.name, spec.steps, self.sampler_options(spec))
-        cond = cond if cond is not None else self.class_cond(n, classes)
+        if cond is None:
+            cond = self.prompt_cond(n, prompt) if prompt is not None else self.class_cond(n, classes)
         return generate(self.guided(guidance, interval, denoiser), n, self.shape, resolved, seed=seed, device=self.device,
                         batch_size=batch_size, cond=cond, clip_x=clip_x)
 

@@ -70,6 +70,10 @@ def run_folder(path: str, ctx: SourceContext) -> Teacher:
     if tuple(card.data_shape) != tuple(ctx.dataset.shape):
         raise UserError(f"{path} was trained on examples of shape {list(card.data_shape)}; this data has "
                         f"{list(ctx.dataset.shape)}", arg="teacher")
+    if config.cond == "text" and (ctx.config.cond, ctx.config.text_encoder) != ("text", config.text_encoder):
+        # The student learns the teacher's captions through the same token states: the prompt bank is shared.
+        raise UserError(f"{path} is conditioned on captions through the text encoder {config.text_encoder!r}; its student "
+                        f"must be too (got cond {ctx.config.cond!r}, encoder {ctx.config.text_encoder!r})", arg="teacher")
     denoiser.requires_grad_(False)
     weights = ckpt.ema if ctx.config.init == "teacher" else None
     return Teacher(denoiser, weights, {"teacher": str(path), "teacher_step": ckpt.step, "teacher_data": config.data})

@@ -18,7 +18,8 @@ from ..sampling import generate
 from ..train import dist
 from ..train.checkpoint import remove_run
 from ..train.loop import LoopSettings, fit
-from .build import BACKBONES, build_backbone, build_denoiser, check_rebuilds, resolve_cond, describe_class, layout_difference, recipe_of
+from .build import (BACKBONES, build_backbone, build_denoiser, check_rebuilds, data_cond, describe_class, layout_difference,
+                    prompt_cond, recipe_of, resolve_cond)
 from .card import BackboneRecipe, RunCard
 from .config import ModelConfig, TrainConfig, same_settings
 from .folder import check_resumable, load_weights, read_run
@@ -78,18 +79,17 @@ def train(
         ckpt_every=config.ckpt_every, eval_every=config.eval_every, max_bad_steps=config.max_bad_steps,
         label=f"train {config.objective}",
     )
-    num_classes = dataset.num_classes if config.cond == "class" else None
-    evaluate = lambda ema: quick_eval(ema, dataset, config.eval_samples, composed.objective.sampler, num_classes)  # noqa: E731
-    labelled = config.cond == "class"
+    evaluate = lambda ema: quick_eval(ema, dataset, config.eval_samples, composed.objective.sampler, config)  # noqa: E731
     if isinstance(dataset.train, LazyExamples):  # streamed from disk, from the step this call starts at
-        if labelled:
-            raise UserError("class conditioning reads labels from memory; streamed data sets are not supported yet", arg="cond")
+        if config.cond != "none":
+            raise UserError(f"{config.cond} conditioning reads labels or captions from memory; streamed data sets are not "
+                            "supported yet", arg="cond")
         batches: BatchSource = StreamBatches(dataset.train, config.batch, seed=config.seed, start=ckpt.step if ckpt else 0,
                                              workers=config.workers, rank=dist.rank(), world=dist.world_size(), device=device)
     else:
-        batches = RandomBatches(Batch(dataset.train, class_cond(dataset.train_labels) if labelled else None), config.batch, device)
+        batches = RandomBatches(Batch(dataset.train, data_cond(config, dataset)), config.batch, device)
     fit(denoiser, composed.objective, batches, workdir, settings,
-        device=device, config=config.to_dict(), card=card.to_dict(), heldout=Batch(dataset.heldout, class_cond(dataset.heldout_labels) if labelled else None),
+        device=device, config=config.to_dict(), card=card.to_dict(), heldout=Batch(dataset.heldout, data_cond(config, dataset, heldout=True)),
         resume=ckpt, evaluate=evaluate, stop_after=stop_after, progress=progress)
     return workdir
 
@@ -99,11 +99,6 @@ def with_own_guidance_embedding(student: torch.nn.Module, weights: dict[str, tor
     a w-conditioned student starts as its teacher (docs/math.md §10)."""
     own = {k: v for k, v in student.state_dict().items() if ".guidance_mlp." in f".{k}" and k not in weights}
     return {**weights, **own}
-
-
-def class_cond(labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The condition of labelled examples: ``{"class": labels}`` (int64)."""
-    return {"class": torch.as_tensor(labels).long()}
 
 
 def describe_student(config: TrainConfig, student: Denoiser, dataset: Dataset) -> tuple[TrainConfig, BackboneRecipe | None]:
@@ -133,26 +128,43 @@ def _built_by(config: TrainConfig, module: torch.nn.Module, dataset: Dataset) ->
 
 
 @torch.no_grad()
-def quick_eval(denoiser: Denoiser, dataset: Dataset, n: int, sampler: Any, num_classes: int | None = None) -> dict[str, Any] | None:
+def quick_eval(denoiser: Denoiser, dataset: Dataset, n: int, sampler: Any, config: TrainConfig | None = None) -> dict[str, Any] | None:
     """A few-thousand-sample check of the EMA model with its own sampler, on the held-out split; a
-    class-conditional model samples every class in turn (unguided) and adds the class accuracy. Under
-    torchrun each rank draws its share (seed = rank) and the main rank scores them all; None elsewhere."""
+    class-conditional model samples every class in turn, a caption-conditional one the held-out captions
+    in turn (unguided), adding the class accuracy and the prompt fidelity. Under torchrun each rank draws
+    its share (seed = rank) and the main rank scores them all; None elsewhere."""
     from ..metrics import evaluate_samples
 
     denoiser.eval()
     count = dist.shard(n)
     device = next(denoiser.parameters()).device
-    labels = (torch.arange(count) + dist.rank()) % num_classes if num_classes else None
-    cond = None if labels is None else class_cond(labels)
+    rows = dist.shard_rows(n)  # this rank's sample indices
+    labels, prompts, cond = eval_conditions(config, dataset, rows)
     mine = generate(denoiser, count, dataset.shape, sampler, seed=dist.rank(), device=device, cond=cond) if count else torch.empty(0, *dataset.shape)
     samples = dist.gather_to_main(mine.cpu())
-    every_label = dist.gather_to_main(labels) if labels is not None else None
     if samples is None:
         return None
     finite = samples.flatten(1).isfinite().all(1)
     if not bool(finite.all()):  # a diverged model: say so in the log instead of failing the run at its end
         return {"sampler": sampler.name, "steps": sampler.steps, "nonfinite_fraction": float(1 - finite.float().mean())}
-    return {"sampler": sampler.name, "steps": sampler.steps, **evaluate_samples(dataset, samples, labels=every_label)}
+    every = torch.arange(n)
+    labels, prompts, _ = eval_conditions(config, dataset, every)  # the same conditions, in the gathered order
+    return {"sampler": sampler.name, "steps": sampler.steps, **evaluate_samples(dataset, samples, labels=labels, **({"prompts": prompts} if prompts else {}))}  # TEMP until merge
+
+
+def eval_conditions(config: TrainConfig | None, dataset: Dataset, rows: torch.Tensor) -> tuple[Any, Any, Any]:
+    """(labels, prompts, cond) of the quick evaluation's samples ``rows``: class i mod K, or the held-out
+    caption i mod its count (with that image's label, for the class accuracy)."""
+    if config is None or config.cond == "none":
+        return None, None, None
+    if config.cond == "class":
+        labels = rows % dataset.num_classes
+        return labels, None, {"class": labels}
+    captions = dataset.heldout_captions
+    pick = rows % len(captions)
+    prompts = [captions[i] for i in pick.tolist()]
+    labels = dataset.heldout_labels[pick] if dataset.heldout_labels is not None else None
+    return labels, prompts, prompt_cond(config, prompts)
 
 
 def ensure_trained(

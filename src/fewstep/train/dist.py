@@ -57,6 +57,14 @@ def shard(n: int) -> int:
     return n // world_size() + (rank() < n % world_size())
 
 
+def shard_rows(n: int) -> torch.Tensor:
+    """The indices of this rank's share of ``n`` items, contiguous and in rank order, so that gathering
+    the ranks' shares in rank order gives items 0…n−1."""
+    world, me = world_size(), rank()
+    start = sum(n // world + (r < n % world) for r in range(me))
+    return torch.arange(start, start + shard(n))
+
+
 def gather_to_main(x: torch.Tensor) -> torch.Tensor | None:
     """Every rank's ``x`` concatenated in rank order on the main rank (None elsewhere); ``x`` itself in
     one process."""
