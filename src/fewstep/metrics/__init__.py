@@ -15,6 +15,11 @@ for points) assigns to the class asked for, and ``class_accuracy_reference`` the
 accuracy on the real held-out examples: the figure a perfect conditional generator would score
 (guided samples may exceed it).
 
+With ``prompts`` (the caption each sample was generated for) on ``digits-text``/``mnist-text``, prompt
+fidelity per element of the caption grammar, each with its reference, chance level and shuffled-prompt
+floor (:mod:`fewstep.metrics.fidelity`): ``fidelity_digit``, ``fidelity_thickness``, ``fidelity_slant``,
+``fidelity_width`` and their ``_reference``, ``_chance``, ``_shuffled``; nothing on other data.
+
 The reference set is always the data set's held-out split. The floor is the same metric for n images
 drawn from the *training* split (what a perfect generator of n samples would score), so a result is
 read as "distance above the floor". Usage::
@@ -26,7 +31,7 @@ read as "distance above the floor". Usage::
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -34,6 +39,7 @@ from torch import Tensor
 from ..data import Dataset
 from .classifier import FeatureClassifier, get_classifier
 from .fid import frechet_distance, frechet_from_features
+from .fidelity import prompt_fidelity
 from .histogram import class_histogram, total_variation
 from .memorisation import memorisation, nearest_distances
 from .swd import sliced_wasserstein
@@ -54,13 +60,18 @@ def noise_floor(dataset: Dataset, n: int, metric: Metric, *, seed: int = 0) -> f
     return metric(floor_sample(dataset, n, seed), dataset.heldout)
 
 
-def evaluate_samples(dataset: Dataset, samples: Tensor, *, seed_floor: int = 0, labels: Tensor | None = None) -> dict[str, Any]:
+def evaluate_samples(dataset: Dataset, samples: Tensor, *, seed_floor: int = 0, labels: Tensor | None = None,
+                     prompts: Sequence[str] | None = None) -> dict[str, Any]:
     """The metrics for ``dataset``'s kind (see the module docstring) for samples in model units;
-    ``labels``: the classes the samples were asked for (adds the class accuracy)."""
+    ``labels``: the classes the samples were asked for (adds the class accuracy); ``prompts``: the
+    captions they were generated for (adds prompt fidelity on a data set with the caption grammar;
+    ``seed_floor`` also fixes its shuffle)."""
     samples = _checked(dataset, samples)
     out: dict[str, Any] = {"n_samples": len(samples), "n_reference": len(dataset.heldout)}
     if labels is not None:
         out.update(class_accuracy(dataset, samples, labels))
+    if prompts is not None:
+        out.update(prompt_fidelity(dataset, samples, prompts, seed=seed_floor))
     if dataset.kind == "points":
         out.update(_swd_report(dataset, samples, seed_floor))
     elif dataset.train_labels is not None:
@@ -155,7 +166,7 @@ def _checked(dataset: Dataset, samples: Tensor) -> Tensor:
 
 
 __all__ = [
-    "evaluate_samples", "class_accuracy", "noise_floor", "floor_sample", "aggregate", "sliced_wasserstein",
+    "evaluate_samples", "class_accuracy", "prompt_fidelity", "noise_floor", "floor_sample", "aggregate", "sliced_wasserstein",
     "frechet_distance", "frechet_from_features", "get_classifier", "FeatureClassifier",
     "class_histogram", "total_variation", "memorisation", "nearest_distances",
 ]
