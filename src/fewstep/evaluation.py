@@ -5,7 +5,10 @@ import math
 import time
 from typing import Any, Callable, Sequence
 
+import torch
+
 from .runs import Run
+from .runs.build import evaluation_conditions
 from .data import Dataset
 from .metrics import aggregate, evaluate_samples
 
@@ -59,7 +62,8 @@ def evaluate_run(
     (network calls per sample, counted: a guided step costs two) and speed.
 
     A class-conditional run samples every class in turn and adds the class accuracy (mean ± std, and the
-    same classifier's accuracy on real held-out data as the reference); ``guidance``: the weights w to
+    same classifier's accuracy on real held-out data as the reference); a caption-conditioned run samples
+    the held-out captions in turn and adds the prompt fidelity (mean ± std; reference, chance, shuffled); ``guidance``: the weights w to
     sample at (None: the run unguided; ``interval``: guide only for t in it), each row's ``w`` the
     weight its samples stand for (1 for a conditional run unguided, a fixed-w student's own).
     ``extra`` (e.g. :class:`fewstep.metrics.inception.InceptionFID`) adds its figures to each row as
@@ -76,8 +80,7 @@ def evaluate_run(
 
 def _evaluate_one(run: Run, dataset: Dataset, spec: str, sampler: Any, w: float | None, interval: tuple[float, float] | None,
                   n: int, seeds: Sequence[int], extra: ExtraMetric | None, key: str) -> dict[str, Any]:
-    cond = run.class_cond(n)
-    labels = None if cond is None or dataset.train_labels is None else cond["class"]
+    labels, prompts, cond = evaluation_conditions(run.config, dataset, torch.arange(n))
     values, floors, seconds, extras, added = [], [], 0.0, {}, []
     for seed in seeds:
         tick = time.perf_counter()
@@ -87,11 +90,11 @@ def _evaluate_one(run: Run, dataset: Dataset, spec: str, sampler: Any, w: float 
             values.append(float("inf"))
             added.append({})
             continue
-        metrics = evaluate_samples(dataset, samples, seed_floor=seed, labels=labels)
+        metrics = evaluate_samples(dataset, samples, seed_floor=seed, labels=labels, prompts=prompts)
         values.append(metrics[key])
         floors.append(metrics[f"{key}_floor" if key == "swd" else "fd_floor"])
         extras = {k: v for k, v in metrics.items() if k not in (key, "swd_floor", "fd_floor")}
-        per_seed = {"class_accuracy": metrics["class_accuracy"]} if labels is not None else {}
+        per_seed = {k: v for k, v in metrics.items() if k == "class_accuracy" or (k.startswith("fidelity_") and k.count("_") == 1)}
         if extra is not None:
             per_seed.update(extra(dataset, samples, seed_floor=seed))
         added.append(per_seed)
@@ -101,14 +104,14 @@ def _evaluate_one(run: Run, dataset: Dataset, spec: str, sampler: Any, w: float 
         "mean": spread["mean"], "std": spread["std"], "values": values, "floor": sum(floors) / len(floors) if floors else float("nan"),
         "n_samples": n, "seeds": list(seeds), "samples_per_s": n * len(seeds) / max(seconds, 1e-9),
         **_represents(run, w, interval),
-        **{k: v for k, v in extras.items() if k in ROW_EXTRAS}, **_spread(added),
+        **{k: v for k, v in extras.items() if k in ROW_EXTRAS or k.startswith("fidelity_")}, **_spread(added),
     }
 
 
 def _represents(run: Run, w: float | None, interval: tuple[float, float] | None) -> dict[str, Any]:
     """The guidance a row's samples stand for: ``w`` (None for an unconditional run), ``guided`` (whether
     the sampler guided at sampling time, 2 calls per step), ``interval``."""
-    if run.num_classes is None:
+    if not run.nulls():
         return {"w": None, "guided": False}
     distilled = run.card.hyper.get("guidance")
     if distilled is not None:  # the student of a guided teacher: its w (and the teacher's interval), 1 call per step
@@ -144,7 +147,7 @@ def mark_training_free(rows: Sequence[dict[str, Any]], samplers: Sequence[str] =
 def baseline_weights(teacher: Run, rows: Sequence[dict[str, Any]]) -> list[float | None]:
     """The guidance weights a student's baselines run at: w = 1 and every w its ``rows`` stand for (a
     class-conditional teacher), else unguided."""
-    if not teacher.num_classes:
+    if not teacher.nulls():
         return [None]
     return sorted({r["w"] for r in rows if r.get("w") is not None} | {1.0})
 

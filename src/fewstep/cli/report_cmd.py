@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> None:
 def _weights(model: Run, asked: Sequence[float] | None) -> list[float | None]:
     """The guidance weights a run is evaluated at: ``asked`` for a conditional teacher, those in its range
     for a w-conditioned student; unguided otherwise (a fixed-w student, an unconditional run)."""
-    if not asked or model.num_classes is None or model.card.hyper.get("guidance") is not None:
+    if not asked or not model.nulls() or model.card.hyper.get("guidance") is not None:
         return [None]
     if model.guidance_range is not None:
         lo, hi = model.guidance_range

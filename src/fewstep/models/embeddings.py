@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from ..cond import GUIDANCE, Cond
 from ..prompts import TEXT, TEXT_MASK
+from ..text import sentence_vectors
 
 GUIDANCE_SCALE = 10.0  # w / 10 takes the place of t in the sinusoidal features: w in [0, 10] spans them like t
 
@@ -59,10 +60,3 @@ class TimeEmbedding(nn.Module):
             emb = emb + self.text_proj(sentence_vectors(cond[TEXT], cond[TEXT_MASK]))
         return emb
 
-
-def sentence_vectors(states: Tensor, mask: Tensor) -> Tensor:
-    """[B, L, D] token states, [B, L] mask → [B, D]: the masked mean, L2-normalised (sentence-transformers'
-    sentence embedding)."""
-    m = mask.to(states.dtype)[..., None]
-    mean = (states * m).sum(1) / m.sum(1).clamp_min(1.0)
-    return torch.nn.functional.normalize(mean, dim=-1)

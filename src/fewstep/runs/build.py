@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..cond import Cond
 from ..data import Dataset, LazyExamples
@@ -206,3 +206,18 @@ def check_rebuilds(module: nn.Module, rebuilt: nn.Module, what: str) -> None:
     diff = layout_difference(module.state_dict(), rebuilt.state_dict())
     if diff:
         raise UserError(f"{what} does not rebuild the given backbone ({diff})", arg="student")
+
+
+def evaluation_conditions(config: TrainConfig | None, dataset: Dataset, rows: torch.Tensor) -> tuple[Tensor | None, list[str] | None, Cond | None]:
+    """(labels, prompts, cond) of evaluation samples ``rows`` (indices): class i mod K, or the held-out
+    caption i mod their count (with that image's label, for the class accuracy); all None unconditional."""
+    if config is None or config.cond == "none":
+        return None, None, None
+    if config.cond == "class":
+        labels = rows % dataset.num_classes
+        return labels, None, {"class": labels}
+    captions = dataset.heldout_captions
+    pick = rows % len(captions)
+    prompts = [captions[i] for i in pick.tolist()]
+    labels = dataset.heldout_labels[pick] if dataset.heldout_labels is not None else None
+    return labels, prompts, prompt_cond(config, prompts)

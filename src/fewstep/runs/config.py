@@ -129,12 +129,21 @@ PRESETS: dict[str, TrainConfig] = {
         iters=30000, batch=128, lr=1e-3, warmup=500, eval_every=5000, eval_steps=64, eval_samples=2000,
         ckpt_every=2000, precision="fp32",
     ),
+    # Captions need the UNet's cross-attention (at 4×4, with self-attention; docs/math.md §13): the smallest
+    # one, at a smaller batch, is what fits a CPU (benchmarks/results/text.md has its step time).
+    "digits-text": TrainConfig(
+        data="digits-text",
+        model=ModelConfig(name="unet", width=32, mults=(1, 2), blocks=1, attn_res=4, dropout=0.1),
+        iters=3000, batch=64, lr=1e-3, warmup=200, eval_steps=64, eval_samples=500,
+    ),
     "images": TrainConfig(
         model=ModelConfig(name="unet", width=64, mults=(1, 2, 2), blocks=2, attn_res=8, dropout=0.1),
         iters=20000, batch=128, lr=1e-3, warmup=500, eval_steps=64, eval_samples=1000, ckpt_every=2000,
         precision="fp32",
     ),
 }
+
+PRESETS["mnist-text"] = dataclasses.replace(PRESETS["mnist"], data="mnist-text")  # its UNet has cross-attention at 8×8 and below
 
 
 # Fields only a student's objective reads; a diffusion teacher is the same run whatever they hold.

@@ -19,7 +19,7 @@ from ..train import dist
 from ..train.checkpoint import remove_run
 from ..train.loop import LoopSettings, fit
 from .build import (BACKBONES, build_backbone, build_denoiser, check_rebuilds, data_cond, describe_class, layout_difference,
-                    prompt_cond, recipe_of, resolve_cond)
+                    evaluation_conditions, recipe_of, resolve_cond)
 from .card import BackboneRecipe, RunCard
 from .config import ModelConfig, TrainConfig, same_settings
 from .folder import check_resumable, load_weights, read_run
@@ -139,7 +139,7 @@ def quick_eval(denoiser: Denoiser, dataset: Dataset, n: int, sampler: Any, confi
     count = dist.shard(n)
     device = next(denoiser.parameters()).device
     rows = dist.shard_rows(n)  # this rank's sample indices
-    labels, prompts, cond = eval_conditions(config, dataset, rows)
+    labels, prompts, cond = evaluation_conditions(config, dataset, rows)
     mine = generate(denoiser, count, dataset.shape, sampler, seed=dist.rank(), device=device, cond=cond) if count else torch.empty(0, *dataset.shape)
     samples = dist.gather_to_main(mine.cpu())
     if samples is None:
@@ -148,23 +148,8 @@ def quick_eval(denoiser: Denoiser, dataset: Dataset, n: int, sampler: Any, confi
     if not bool(finite.all()):  # a diverged model: say so in the log instead of failing the run at its end
         return {"sampler": sampler.name, "steps": sampler.steps, "nonfinite_fraction": float(1 - finite.float().mean())}
     every = torch.arange(n)
-    labels, prompts, _ = eval_conditions(config, dataset, every)  # the same conditions, in the gathered order
-    return {"sampler": sampler.name, "steps": sampler.steps, **evaluate_samples(dataset, samples, labels=labels, **({"prompts": prompts} if prompts else {}))}  # TEMP until merge
-
-
-def eval_conditions(config: TrainConfig | None, dataset: Dataset, rows: torch.Tensor) -> tuple[Any, Any, Any]:
-    """(labels, prompts, cond) of the quick evaluation's samples ``rows``: class i mod K, or the held-out
-    caption i mod its count (with that image's label, for the class accuracy)."""
-    if config is None or config.cond == "none":
-        return None, None, None
-    if config.cond == "class":
-        labels = rows % dataset.num_classes
-        return labels, None, {"class": labels}
-    captions = dataset.heldout_captions
-    pick = rows % len(captions)
-    prompts = [captions[i] for i in pick.tolist()]
-    labels = dataset.heldout_labels[pick] if dataset.heldout_labels is not None else None
-    return labels, prompts, prompt_cond(config, prompts)
+    labels, prompts, _ = evaluation_conditions(config, dataset, every)  # the same conditions, in the gathered order
+    return {"sampler": sampler.name, "steps": sampler.steps, **evaluate_samples(dataset, samples, labels=labels, prompts=prompts)}
 
 
 def ensure_trained(
