@@ -1,0 +1,240 @@
+"""Text-to-image in miniature (issue 11, docs/math.md §13): a guided caption-conditioned teacher on
+``digits-text`` with the frozen all-MiniLM-L6-v2, its MCM students at a fixed w (S = 4, 8, 16, as the
+paper's Table 6) and a w-conditioned student, against the teacher's many-step samples and its
+training-free samplers at the same NFE.
+
+    python benchmarks/text.py --runs /path/to/runs [--stages teacher students eval grid speed]
+
+Figures: FD-classifier, class accuracy and prompt fidelity (digit, thickness, slant; with the real
+held-out images' reference, the chance level and the shuffled-prompt floor) on N samples of the held-out
+captions in turn × SEEDS sampling seeds (the same noise and prompts for every model). The grid stage puts
+the same prompts and seeds through the teacher at 100 and 256 steps and the students side by side, and
+measures how far each student's samples are from the 256-step teacher's from the same noise. Runs and
+evaluations are cached under RUNS/text; results go to benchmarks/results/text.json and text.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fewstep.data import load_dataset
+from fewstep.evaluation import evaluate_run
+from fewstep.io import save_json
+from fewstep.runs import ensure_trained, load
+from fewstep.runs.config import TrainConfig, preset_for, student_config
+
+DATA = "digits-text"
+N, SEEDS = 500, (0, 1)
+W = 1.5                          # the paper's g = 0.5
+W_RANGE = (1.0, 3.0)
+STUDENT_STEPS = (4, 8, 16)
+TEACHER_STEPS = (100, 256)
+BASELINE_SAMPLERS = ("ddim", "unipc")
+GRID_PROMPTS = ("a thick seven leaning right", "a thin seven leaning left", "handwritten 2, thick and upright",
+                "the digit zero, thin stroke, slanted left", "a medium four standing upright", "an 8 with a thick stroke, leaning right",
+                "a thin one leaning right", "Three: thick stroke, leaning left")
+
+
+def wall_seconds(workdir: Path) -> float | None:
+    events = [json.loads(line) for line in (workdir / "log.jsonl").read_text().splitlines() if '"event"' in line]
+    starts = [e["time"] for e in events if e.get("event") == "start" and "time" in e]
+    ends = [e["time"] for e in events if e.get("event") == "end" and "time" in e]
+    return ends[-1] - starts[-1] if starts and ends else None
+
+
+SMOKE: dict[str, Any] = {}   # --smoke: tiny settings that run every stage in a minute (checks the script, not the figures)
+
+
+def teacher_config() -> TrainConfig:
+    return dataclasses.replace(preset_for(DATA, "images"), cond="text", device="cpu", **SMOKE.get("teacher", {}))
+
+
+class Bench:
+    def __init__(self, root: Path, results: Path) -> None:
+        self.root, self.results_dir = root / "text", results
+        self.out = results / "text.json"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.results: dict[str, Any] = json.loads(self.out.read_text()) if self.out.is_file() else {}
+        self.dataset = load_dataset(DATA)
+
+    def save(self) -> None:
+        save_json(self.out, self.results)
+
+    @property
+    def teacher(self) -> Path:
+        return self.root / "teacher"
+
+    def train(self, name: str, config: TrainConfig) -> Path:
+        workdir = self.root / name
+        status, seconds = ensure_trained(config, workdir, dataset=self.dataset, overwrite=True)
+        self.results.setdefault("train_seconds", {})[name] = wall_seconds(workdir)
+        self.results.setdefault("iters", {})[name] = config.iters
+        self.save()
+        print(f"[text] {name}: {status} ({seconds:.0f} s)", flush=True)
+        return workdir
+
+    def rows(self, workdir: Path, sampler: str, steps: int, w: float | None) -> dict[str, Any]:
+        """One evaluation row (held-out captions in turn), cached in the run folder by its arguments."""
+        key = json.dumps([sampler, steps, w, N, list(SEEDS)])
+        cache = workdir / f"text-eval-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        tick = time.perf_counter()
+        row = evaluate_run(load(workdir, device="cpu"), self.dataset, [sampler], [steps], n=N, seeds=SEEDS, guidance=[w])[0]
+        save_json(cache, row)
+        print(f"[text] {workdir.name} {sampler} {steps} w={w}: NFE {row['nfe']}, FD {row['mean']:.2f}, digit "
+              f"{row.get('fidelity_digit', float('nan')):.3f} ({time.perf_counter() - tick:.0f} s)", flush=True)
+        return row
+
+    def students_fields(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {f"cd-w{W}-S{s}": {"student_steps": s, "guidance": W} for s in STUDENT_STEPS}
+        out["cd-wrange-S8"] = {"student_steps": 8, "guidance_range": W_RANGE}
+        return out
+
+    # -- stages ---------------------------------------------------------------------------------------
+
+    def teacher_stage(self) -> None:
+        self.train("teacher", teacher_config())
+
+    def students(self) -> None:
+        base = teacher_config()
+        for name, fields in self.students_fields().items():
+            self.train(name, student_config(base, str(self.teacher), "cd", **fields, **SMOKE.get("student", {})))
+
+    def eval(self) -> None:
+        """Teacher: DDIM at 100 and 256 steps at w = 1 and W; its training-free samplers at each student's
+        NFE, guided at W (NFE/2 steps) and unguided (NFE steps). Students: their own S-step sampler."""
+        out = self.results.setdefault("eval", {})
+        out["teacher"] = [self.rows(self.teacher, "ddim", s, w) for s in TEACHER_STEPS for w in (1.0, W)]
+        self.save()
+        out["baselines"] = [{**self.rows(self.teacher, sampler, steps, w), "budget": nfe}
+                            for nfe in STUDENT_STEPS for sampler in BASELINE_SAMPLERS
+                            for steps, w in ((nfe // 2, W), (nfe, 1.0))]
+        self.save()
+        students = {}
+        for name, fields in self.students_fields().items():
+            run = load(self.root / name, device="cpu")
+            students[name] = {"fields": {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
+                              "row": self.rows(self.root / name, run.default_sampler, run.default_steps,
+                                               W if "guidance_range" in fields else None)}
+            self.save()
+        out["students"] = students
+        self.save()
+
+    def grid(self) -> None:
+        """The same prompts and noise through the teacher (100, 256 DDIM steps, guided at W) and the
+        students; a PNG grid and each one's mean distance from the 256-step teacher's samples (the paper's
+        "very close to the teacher from the same seeds"), over GRID_N samples of the held-out captions."""
+        models: list[tuple[str, Path, dict[str, Any]]] = [
+            *[(f"teacher DDIM {s} (NFE {2 * s})", self.teacher, {"sampler": "ddim", "steps": s, "guidance": W}) for s in TEACHER_STEPS],
+            *[(f"student S={s} (NFE {s})", self.root / f"cd-w{W}-S{s}", {}) for s in STUDENT_STEPS],
+            (f"w-conditioned S=8 at w={W}", self.root / "cd-wrange-S8", {"guidance": W}),
+            *[(f"teacher UniPC {s // 2} (NFE {s})", self.teacher, {"sampler": "unipc", "steps": s // 2, "guidance": W}) for s in STUDENT_STEPS],
+        ]
+        grid_n = SMOKE.get("n", 500)
+        prompts = [self.dataset.heldout_captions[i % len(self.dataset.heldout_captions)] for i in range(grid_n)]
+        images, distance = [], {}
+        reference = None
+        for label, workdir, kwargs in models:
+            cache = workdir / f"text-grid-{hashlib.sha256(json.dumps([label, grid_n]).encode()).hexdigest()[:12]}.npz"
+            if cache.is_file():
+                both = np.load(cache)
+                show, many = torch.from_numpy(both["show"]), torch.from_numpy(both["many"])
+            else:
+                run = load(workdir, device="cpu")
+                show = run.sample_tensor(len(GRID_PROMPTS), seed=0, prompt=list(GRID_PROMPTS), **kwargs)
+                many = run.sample_tensor(grid_n, seed=1, prompt=prompts, **kwargs)
+                np.savez(cache, show=show.numpy(), many=many.numpy())
+            images.append(show)
+            if reference is None and label.startswith(f"teacher DDIM {TEACHER_STEPS[-1]} "):
+                reference = many
+            if reference is not None:
+                distance[label] = float((many - reference).flatten(1).pow(2).mean(1).sqrt().mean())
+        side_by_side(self.results_dir / "text_grid.png", [self.dataset.to_data_units(x) for x in images],
+                     [label for label, _, _ in models], list(GRID_PROMPTS))
+        self.results["grid"] = {"prompts": list(GRID_PROMPTS), "rows": [label for label, _, _ in models],
+                                "rms_distance_to_teacher": distance, "reference": f"teacher DDIM {TEACHER_STEPS[-1]} steps, w = {W}", "n": grid_n}
+        self.save()
+
+    def speed(self) -> None:
+        """Seconds per training step of the digits-text teacher (from its run) and of the mnist-text UNet
+        preset (measured here, a few steps: it is trained only where a GPU is available)."""
+        from fewstep.objectives import DiffusionObjective
+        from fewstep.runs.build import build_denoiser, data_cond
+
+        speed = self.results.setdefault("speed", {})
+        if (self.teacher / "log.jsonl").is_file():
+            speed["digits_text_teacher_s_per_step"] = wall_seconds(self.teacher) / teacher_config().iters
+        mnist = load_dataset("mnist-text")
+        config = dataclasses.replace(preset_for("mnist-text", "images"), cond="text")
+        denoiser = build_denoiser(config, mnist.shape)
+        cond = data_cond(config, mnist)
+        objective = DiffusionObjective(cond_dropout=config.cond_dropout, nulls={"caption": 0})
+        optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.lr)
+        generator = torch.Generator().manual_seed(0)
+        seconds = []
+        for step in range(6):
+            idx = torch.randint(len(mnist.train), (config.batch,), generator=generator)
+            tick = time.perf_counter()
+            loss = objective(denoiser, mnist.train[idx], {k: v[idx] for k, v in cond.items()}, step, generator).loss
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            seconds.append(time.perf_counter() - tick)
+        per_step = sorted(seconds[2:])[len(seconds[2:]) // 2]
+        speed["mnist_text"] = {"seconds_per_step": per_step, "batch": config.batch, "iters": config.iters,
+                               "hours_for_preset": per_step * config.iters / 3600, "threads": torch.get_num_threads()}
+        self.save()
+        print(f"[text] mnist-text UNet: {per_step:.2f} s per step at batch {config.batch}", flush=True)
+
+
+def side_by_side(path: Path, rows: list[np.ndarray], row_labels: list[str], prompts: list[str]) -> None:
+    """A figure: one row of uint8 [C, H, W, 1] images per model, one column per prompt."""
+    from fewstep.io import figure_png, pyplot, save_bytes
+
+    plt = pyplot()
+    fig, axes = plt.subplots(len(rows), len(prompts), figsize=(1.3 * len(prompts) + 2.2, 1.3 * len(rows) + 1.2), squeeze=False)
+    for r, (images, label) in enumerate(zip(rows, row_labels)):
+        for c, image in enumerate(images):
+            ax = axes[r][c]
+            ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+            if r == 0:
+                ax.set_title("\n".join(prompts[c][i:i + 18] for i in range(0, len(prompts[c]), 18)), fontsize=6)
+    fig.tight_layout()
+    save_bytes(path, figure_png(fig))
+    plt.close(fig)
+
+
+STAGES = ("teacher", "students", "eval", "grid", "speed")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=Path, default=Path("benchmarks/runs"))
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
+    parser.add_argument("--smoke", action="store_true", help="tiny settings, to check the script end to end")
+    args = parser.parse_args()
+    if args.smoke:
+        global N, SEEDS, TEACHER_STEPS
+        N, SEEDS, TEACHER_STEPS = 16, (0,), (4, 8)
+        SMOKE.update(teacher={"iters": 4, "batch": 8, "eval_samples": 8, "eval_steps": 4, "model": dataclasses.replace(
+            preset_for(DATA, "images").model, width=8)}, student={"iters": 2, "batch": 8, "eval_samples": 8}, n=16)
+    bench = Bench(args.runs, args.results)
+    for stage in args.stages:
+        getattr(bench, "teacher_stage" if stage == "teacher" else stage)()
+
+
+if __name__ == "__main__":
+    main()
