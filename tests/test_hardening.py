@@ -319,16 +319,23 @@ def _png_folder(folder: Path, n: int, side: int = 8) -> None:
         Image.fromarray(rng.integers(0, 256, (side, side), dtype=np.uint8)).save(folder / f"{i:04d}.png")
 
 
-@pytest.mark.parametrize("kind", ["npy", "folder"])
+@pytest.mark.parametrize("kind", ["npy", "folder", "captioned"])
 def test_streamed_data_matches_the_in_memory_split_and_resumes_exactly(cli, tmp_path: Path, kind: str) -> None:
+    """A captioned folder streams its images with each batch's captions (held in memory), conditional by default."""
     from fewstep.data import LazyExamples, load_dataset
 
+    text: list[str] = []
     if kind == "npy":
         data = tmp_path / "points.npy"
         np.save(data, np.random.default_rng(1).normal(size=(600, 2)).astype(np.float32) * 3 + 1)
     else:
         data = tmp_path / "images"
         _png_folder(data, 60)
+    if kind == "captioned":
+        words = ("dark", "light", "noisy", "plain")
+        (data / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"{i:04d}.png", "text": f"a {words[i % 4]} square {i % 7}"}) + "\n"
+                                                     for i in range(60)))
+        text = TINY_TEXT
     memory, streamed = load_dataset(str(data), "memory"), load_dataset(str(data), "stream")
     assert isinstance(streamed.train, LazyExamples) and streamed.shape == memory.shape
     assert streamed.normaliser == memory.normaliser or kind == "npy"
@@ -337,7 +344,7 @@ def test_streamed_data_matches_the_in_memory_split_and_resumes_exactly(cli, tmp_
     assert streamed.train_std() == pytest.approx(memory.train_std(), rel=1e-6)
 
     common = ["--data", data, "--data-loader", "stream", "--workers", "2", "--iters", "16", "--batch", "8", "--model", "mlp", "--width", "16", "--dropout", "0.1",
-              "--eval-samples", "16", "--ckpt-every", "100", "--no-progress"]
+              "--eval-samples", "16", "--ckpt-every", "100", "--no-progress", *text]
     code, _, err = cli("train", "--out", tmp_path / "full", *common)
     assert code == 0, err
     code, _, err = cli("train", "--out", tmp_path / "part", *common, "--stop-after", "7")
@@ -347,6 +354,7 @@ def test_streamed_data_matches_the_in_memory_split_and_resumes_exactly(cli, tmp_
     assert all(torch.equal(v, _weights(tmp_path / "full")[k]) for k, v in _weights(tmp_path / "part").items())
     config = json.loads((tmp_path / "full" / "config.json").read_text())
     assert config["data_loader"] == "stream" and config["workers"] == 2
+    assert config["cond"] == ("text" if kind == "captioned" else "none")
 
 
 # --- a busy CPU ----------------------------------------------------------------------------------------------

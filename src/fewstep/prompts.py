@@ -91,7 +91,8 @@ def prompt_bank(spec: str) -> PromptBank:
     if spec not in _BANKS:
         from .text import text_encoder
 
-        encoder = text_encoder(spec)
+        with torch.random.fork_rng(devices=[]):  # building an encoder must not move the seeded global RNG that
+            encoder = text_encoder(spec)          # initialises the backbone next (else weights depend on a cache)
         _BANKS[spec] = PromptBank(encoder, encoder.dim)
     return _BANKS[spec]
 

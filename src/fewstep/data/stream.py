@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..batch import Batch
+from ..cond import Cond, cond_index
 from ..errors import UserError
 from .dataset import Normaliser
 from .files import IMAGE_SUFFIXES, check_real, to_nchw
@@ -214,12 +215,13 @@ class _Examples(torch.utils.data.Dataset):
     def __getitem__(self, position: int) -> Tensor:
         return self.examples[position]
 
-    def __getitems__(self, positions: list[int]) -> Tensor:
-        # The DataLoader fetches a whole batch with one read (one fancy index into a memory map).
-        return self.examples[positions]
+    def __getitems__(self, positions: list[int]) -> tuple[Tensor, Tensor]:
+        # The DataLoader fetches a whole batch with one read (one fancy index into a memory map); the rows
+        # come along so that the batch's condition (labels, caption ids: small, in memory) can be picked.
+        return self.examples[positions], torch.tensor(positions, dtype=torch.long)
 
 
-def _as_batch(batch: Tensor) -> Tensor:
+def _as_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return batch
 
 
@@ -234,25 +236,26 @@ class _Order(torch.utils.data.Sampler):
 class StreamBatches:
     """Batches of a :class:`LazyExamples` split, decoded by ``workers`` DataLoader processes (0: in this
     one), in the order of :class:`ShardedOrder` from step ``start``. The loop's generator is not used for
-    the data order, so a streamed run's batches are not those of the in-memory path."""
+    the data order, so a streamed run's batches are not those of the in-memory path. ``cond``: the
+    condition of every example of the split (e.g. caption ids), held in memory and indexed per batch."""
 
     def __init__(self, examples: LazyExamples, batch: int, *, seed: int, start: int = 0, workers: int = 2,
-                 rank: int = 0, world: int = 1, device: torch.device | str = "cpu") -> None:
+                 rank: int = 0, world: int = 1, device: torch.device | str = "cpu", cond: Cond | None = None) -> None:
         order = ShardedOrder(len(examples), batch, seed, rank, world)
         # Its own generator: a DataLoader iterator otherwise draws its base seed from the global RNG, which
         # would shift the dropout masks of a resumed run against an uninterrupted one.
         self.loader = torch.utils.data.DataLoader(
             _Examples(examples), batch_sampler=_Order(order, start), num_workers=workers, collate_fn=_as_batch,
             persistent_workers=False, prefetch_factor=4 if workers else None, generator=torch.Generator().manual_seed(seed))
-        self.device = device
-        self._batches: Iterator[Tensor] | None = None
+        self.device, self.cond = device, cond
+        self._batches: Iterator[tuple[Tensor, Tensor]] | None = None
 
     def sample(self, generator: torch.Generator) -> Batch:
         if self._batches is None:
             self._batches = iter(self.loader)
         try:
-            x = next(self._batches)
+            x, rows = next(self._batches)
         except UserError as exc:  # re-raised by the DataLoader with the worker's traceback in its text
             last = [line for line in str(exc).splitlines() if line.strip()][-1]
             raise UserError(last.split("UserError: ", 1)[-1]) from None
-        return Batch(x.to(self.device))
+        return Batch(x, cond_index(self.cond, rows)).to(self.device)

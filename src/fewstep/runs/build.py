@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from ..cond import Cond
-from ..data import Dataset, LazyExamples
+from ..data import Dataset
 from ..errors import UserError
 from ..models import MLP, UNet
 from ..param import PREDICTION_TYPES, Denoiser
@@ -103,13 +103,12 @@ def build_backbone(config: TrainConfig, shape: Sequence[int], num_classes: int |
 
 
 def resolve_cond(config: TrainConfig, dataset: Dataset) -> TrainConfig:
-    """``cond = "auto"`` made concrete: "text" for captioned data, "class" for labelled data, both held in
-    memory, "none" otherwise."""
+    """``cond = "auto"`` made concrete: "text" for captioned data, "class" for labelled data, "none" otherwise
+    (streamed or not: a batch's condition is picked from the split's, held in memory)."""
     if config.cond != "auto":
         return config
-    in_memory = not isinstance(dataset.train, LazyExamples)
     cond = "text" if dataset.train_captions is not None else "class" if dataset.num_classes is not None else "none"
-    return dataclasses.replace(config, cond=cond if in_memory else "none")
+    return dataclasses.replace(config, cond=cond)
 
 
 def conditional_classes(config: TrainConfig, num_classes: int | None) -> int | None:

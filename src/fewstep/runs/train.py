@@ -81,11 +81,9 @@ def train(
     )
     evaluate = lambda ema: quick_eval(ema, dataset, config.eval_samples, composed.objective.sampler, config)  # noqa: E731
     if isinstance(dataset.train, LazyExamples):  # streamed from disk, from the step this call starts at
-        if config.cond != "none":
-            raise UserError(f"{config.cond} conditioning reads labels or captions from memory; streamed data sets are not "
-                            "supported yet", arg="cond")
         batches: BatchSource = StreamBatches(dataset.train, config.batch, seed=config.seed, start=ckpt.step if ckpt else 0,
-                                             workers=config.workers, rank=dist.rank(), world=dist.world_size(), device=device)
+                                             workers=config.workers, rank=dist.rank(), world=dist.world_size(), device=device,
+                                             cond=data_cond(config, dataset))
     else:
         batches = RandomBatches(Batch(dataset.train, data_cond(config, dataset)), config.batch, device)
     fit(denoiser, composed.objective, batches, workdir, settings,
