@@ -428,7 +428,7 @@ class Study:
                     "std": spread(per_seed, "std"), "seconds_per_seed": sum(r["seconds"] for r in per_seed.values()) / len(per_seed)}
 
         results: dict[str, Any] = {
-            "settings": {"samples": self.n, "seeds": self.seeds, "teacher_iters": self.args.iters, "steps": list(STEPS),
+            "settings": {"samples": self.n, "seeds": self.seeds, "steps": list(STEPS),
                          "many_steps": MANY, "chunk": CHUNK, "threads": self.args.threads, "free_methods": FREE},
             "teachers": {},
         }

@@ -38,13 +38,15 @@ def diff(value: float | None) -> str:
 def markdown(results: dict[str, Any]) -> str:
     settings = results["settings"]
     floor = results.get("floor")
+    teacher_iters = " and ".join(sorted({f"{t['teacher']['iters']:,}" for t in results["teachers"].values()})) or "—"
     lines = [
         "# diffusers teachers in, few-step students out (issue 10)", "",
         (f"`benchmarks/diffusers_study.py`: FD-classifier on {settings['samples']:,} samples per sampling seed "
         f"(seeds {', '.join(map(str, settings['seeds']))}; mean ± std over seeds), against the held-out split; noise "
         f"floor (as many real training images): {fd(floor)}. The same initial noise for every method at a seed. "
         "Teachers trained by diffusers' own recipe (`DDPMScheduler.add_noise`) for "
-        f"{settings['teacher_iters']:,} steps; students distilled with `fewstep distill`, exported with "
+        f"{teacher_iters} steps; "
+        "students distilled with `fewstep distill`, exported with "
         "`fewstep export` and sampled in stock diffusers (`UNet2DModel` + `DDIMScheduler` from the exported folder)."), "",
     ]
     for name, teacher in results["teachers"].items():
