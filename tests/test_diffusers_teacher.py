@@ -17,6 +17,7 @@ import torch
 import fewstep
 from fewstep.data import load_dataset
 from fewstep.errors import UserError
+from fewstep.runs.config import PRESETS
 from fewstep.objectives import MultistepObjective
 from fewstep.param import Clipped
 from fewstep.runs import ModelConfig, TrainConfig
@@ -345,5 +346,7 @@ def test_a_cd_student_of_a_class_conditional_diffusers_teacher_trains_and_sample
     assert run.config.schedule == read_folder(str(teacher)).schedule.to_dict() and run.config.cond == "class"
     assert (run.config.model.name, run.config.init) == (model, init) and run.card.teacher == f"diffusers:{teacher}"
     assert run.config.prediction == "v" and run.card.teacher_clip is True  # of an ε teacher on squaredcos_cap_v2
+    preset = PRESETS["digits"]  # from the teacher's weights: a run-folder teacher's student recipe, else the preset's
+    assert run.config.lr == (preset.lr / 5 if init == "teacher" else preset.lr)
     samples = run.sample(4, classes=[3])
     assert samples.shape[0] == 4 and np.isfinite(np.asarray(samples, dtype=np.float64)).all()

@@ -185,7 +185,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, Dataset | Non
                 _check_own_unet(args)
                 args.model = args.model or "diffusers-unet"
             init = args.init or ("teacher" if args.model == "diffusers-unet" else "none")
-            base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=init, ema_halflife_frac=0.1)
+            if init == "teacher":  # from a diffusers teacher's weights: the recipe of a run-folder teacher's student
+                base = student_config(base, args.teacher or "", args.objective, init=init)  # (a quarter of the iterations at lr / 5)
+            else:
+                base = dataclasses.replace(base, objective=args.objective, teacher=args.teacher or "", init=init, ema_halflife_frac=0.1)
     dataset = dataset or load_dataset(base.data, args.data_loader or base.data_loader)
     if student:
         base = override(base, **{name: getattr(args, name) for name in STUDENT_FIELDS})
