@@ -19,9 +19,14 @@ from ..prompts import TEXT, TEXT_MASK
 from .embeddings import TimeEmbedding
 
 
+MIN_GROUP = 4  # channels per GroupNorm group, at least
+
+
 def norm_groups(ch: int) -> int:
-    """GroupNorm's group count for ``ch`` channels: the largest of 32, 16, … 1 that divides it."""
-    return next(g for g in (32, 16, 8, 4, 2, 1) if ch % g == 0)
+    """GroupNorm's group count for ``ch`` channels: the largest of 32, 16, … 1 that divides it and leaves
+    each group at least 4 channels. A group of one channel would subtract each channel's own mean over the
+    image, and with it the time (and caption) embedding a ResBlock adds just before its second norm."""
+    return next((g for g in (32, 16, 8, 4, 2) if ch % g == 0 and ch // g >= MIN_GROUP), 1)
 
 
 class ResBlock(nn.Module):
