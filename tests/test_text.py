@@ -356,7 +356,7 @@ def test_a_prompt_beyond_256_tokens_samples_with_a_warning(teacher, tmp_path) ->
     proc = run_fewstep("sample", "--run", teacher, "--prompt", long, "-n", "2", "--steps", "2", "--out", tmp_path / "l.npz",
                        cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "truncated to 256" in proc.stderr and np.load(tmp_path / "l.npz")["prompts"].tolist() == [long] * 2
+    assert "fewstep: warning: 1 caption(s) longer than 256 tokens truncated to 256" in proc.stderr and np.load(tmp_path / "l.npz")["prompts"].tolist() == [long] * 2
 
 
 # --- distillation --------------------------------------------------------------------------------------------
@@ -434,8 +434,9 @@ def test_users_captioned_data_trains_a_text_teacher(kind, tmp_path, cli) -> None
 # --- evaluation ----------------------------------------------------------------------------------------------
 
 def test_evaluate_scores_prompt_fidelity(teacher, tmp_path, cli) -> None:
-    code, _, err = cli("evaluate", "--run", teacher, "--steps", "2", "-n", "20", "--seeds", "1", "--json", tmp_path / "e.json")
+    code, out, err = cli("evaluate", "--run", teacher, "--steps", "2", "-n", "20", "--seeds", "1", "--json", tmp_path / "e.json")
     assert code == 0, err
+    assert all(f"{e} fidelity (real " in out for e in ("digit", "thickness", "slant")) and "width fidelity" not in out
     rows = json.loads((tmp_path / "e.json").read_text())["rows"]
     assert len(rows) == 1
     for attribute in ("digit", "thickness", "slant"):

@@ -14,6 +14,7 @@ from .metrics import aggregate, evaluate_samples
 
 SEEDS = (0, 1, 2)
 TEACHER_STEPS = (1, 2, 4, 8, 16, 64)
+FIDELITY_ELEMENTS = ("digit", "thickness", "slant", "width")  # prompt fidelity's columns, in this order
 ROW_EXTRAS = ("class_tv", "nn_ratio_median", "nn_copy_fraction", "n_reference", "classifier_sha256", "classifier_accuracy",
               "class_accuracy_reference")
 ExtraMetric = Callable[..., dict[str, float]]  # (dataset, samples, *, seed_floor) → {"name": v, "name_floor": v}
@@ -265,20 +266,30 @@ def format_table(rows: list[dict[str, Any]], title: str = "") -> str:
     free = any("best_free" in r for r in rows)
     guided = any(r.get("w") is not None for r in rows)
     accuracy = any("class_accuracy" in r for r in rows)
+    elements = [e for e in FIDELITY_ELEMENTS if any(f"fidelity_{e}" in r for r in rows)]
     lines = [f"**{title}**" if title else ""]
     lines += [f"| sampler | steps | NFE |" + (" w |" if guided else "")
               + f" {label} (mean ± std over {len(rows[0]['seeds'])} seeds) | noise floor |"
               + (" class accuracy (real: {:.3f}) |".format(next(r["class_accuracy_reference"] for r in rows if "class_accuracy" in r)) if accuracy else "")
+              + "".join(f" {e} fidelity (real {_first(rows, e, 'reference')}, chance {_first(rows, e, 'chance')}, "
+                        f"shuffled {_first(rows, e, 'shuffled')}) |" for e in elements)
               + (" FID (mean ± std) | FID floor |" if fid else "")
               + (" best training-free at ≤ NFE | excess ratio |" if free else ""),
-              "|---|---:|---:|" + ("---:|" if guided else "") + "---:|---:|" + ("---:|" if accuracy else "")
+              "|---|---:|---:|" + ("---:|" if guided else "") + "---:|---:|" + ("---:|" if accuracy else "") + "---:|" * len(elements)
               + ("---:|---:|" if fid else "") + ("---|---:|" if free else "")]
     for r in rows:
         lines.append(f"| {r['sampler']} | {r['steps']} | {r['nfe']} |" + (f" {_w_cell(r)} |" if guided else "")
                      + f" {r['mean']:.4f} ± {r['std']:.4f} | {r['floor']:.4f} |"
                      + (f" {r['class_accuracy']:.3f} ± {r['class_accuracy_std']:.3f} |" if "class_accuracy" in r else " – |" if accuracy else "")
+                     + "".join(f" {r[f'fidelity_{e}']:.3f} ± {r[f'fidelity_{e}_std']:.3f} |" if f"fidelity_{e}" in r else " – |" for e in elements)
                      + (_fid_cells(r) if fid else "") + (_free_cells(r) if free else ""))
     return "\n".join(line for line in lines if line is not None)
+
+
+def _first(rows: list[dict[str, Any]], element: str, kind: str) -> str:
+    """The first row's fidelity ``kind`` (reference, chance, shuffled) of ``element``, for a column title."""
+    value = next((r[f"fidelity_{element}_{kind}"] for r in rows if f"fidelity_{element}_{kind}" in r), None)
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _w_cell(row: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ Every user-facing error is one line, ``fewstep: error: <flag or file>: <what was
 from __future__ import annotations
 
 import sys
+import warnings
 
 from ..errors import UserError
 from . import demo, evaluate_cmd, export_cmd, report_cmd, sample_cmd, train_cmd
@@ -27,8 +28,18 @@ def build_parser() -> Parser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"fewstep: warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():  # restores the caller's warning display (tests call main in-process)
+        warnings.showwarning = _one_line_warning
+        return _run(args)
+
+
+def _run(args) -> int:  # noqa: ANN001
     try:
         apply_threads(args.threads)
         args.func(args)
