@@ -50,6 +50,23 @@ def wall_seconds(workdir: Path) -> float | None:
     return ends[-1] - starts[-1] if starts and ends else None
 
 
+def step_seconds(denoiser: Any, objective: Any, x: torch.Tensor, cond: dict[str, torch.Tensor], config: TrainConfig,
+                 steps: int = 8) -> float:
+    """Median seconds of a training step (batch ``config.batch``) after 2 warm-up steps."""
+    optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.lr)
+    generator = torch.Generator().manual_seed(0)
+    seconds = []
+    for step in range(steps):
+        idx = torch.randint(len(x), (config.batch,), generator=generator)
+        tick = time.perf_counter()
+        loss = objective(denoiser, x[idx], {k: v[idx] for k, v in cond.items()}, step, generator).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        seconds.append(time.perf_counter() - tick)
+    return sorted(seconds[2:])[len(seconds[2:]) // 2]
+
+
 def teacher_config(dropout: float, seed: int) -> TrainConfig:
     return dataclasses.replace(preset_for(DATA, "images"), cond="class", cond_dropout=dropout, seed=seed, device="cpu")
 
@@ -189,18 +206,7 @@ class Bench:
         config = dataclasses.replace(preset_for("mnist", "images"), cond="class")
         denoiser = build_denoiser(config, mnist.shape, mnist.num_classes)
         objective = DiffusionObjective(cond_dropout=config.cond_dropout, nulls={"class": mnist.num_classes})
-        optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.lr)
-        generator = torch.Generator().manual_seed(0)
-        seconds = []
-        for step in range(8):
-            idx = torch.randint(len(mnist.train), (config.batch,), generator=generator)
-            tick = time.perf_counter()
-            loss = objective(denoiser, mnist.train[idx], {"class": mnist.train_labels[idx]}, step, generator).loss
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            seconds.append(time.perf_counter() - tick)
-        per_step = sorted(seconds[2:])[len(seconds[2:]) // 2]  # median after 2 warm-up steps
+        per_step = step_seconds(denoiser, objective, mnist.train, {"class": mnist.train_labels}, config)
         self.results["mnist_speed"] = {"seconds_per_step": per_step, "batch": config.batch, "iters": config.iters,
                                        "hours_for_preset": per_step * config.iters / 3600, "threads": torch.get_num_threads(),
                                        "parameters": sum(p.numel() for p in denoiser.parameters())}

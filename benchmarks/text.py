@@ -30,6 +30,7 @@ from fewstep.evaluation import evaluate_run
 from fewstep.io import save_json
 from fewstep.runs import ensure_trained, load
 from fewstep.runs.config import TrainConfig, preset_for, student_config
+from guidance import step_seconds, wall_seconds  # benchmarks/guidance.py, beside this script
 
 DATA = "digits-text"
 N, SEEDS = 500, (0, 1)
@@ -41,13 +42,6 @@ BASELINE_SAMPLERS = ("ddim", "unipc")
 GRID_PROMPTS = ("a thick seven leaning right", "a thin seven leaning left", "handwritten 2, thick and upright",
                 "the digit zero, thin stroke, slanted left", "a medium four standing upright", "an 8 with a thick stroke, leaning right",
                 "a thin one leaning right", "Three: thick stroke, leaning left")
-
-
-def wall_seconds(workdir: Path) -> float | None:
-    events = [json.loads(line) for line in (workdir / "log.jsonl").read_text().splitlines() if '"event"' in line]
-    starts = [e["time"] for e in events if e.get("event") == "start" and "time" in e]
-    ends = [e["time"] for e in events if e.get("event") == "end" and "time" in e]
-    return ends[-1] - starts[-1] if starts and ends else None
 
 
 SMOKE: dict[str, Any] = {}   # --smoke: tiny settings that run every stage in a minute (checks the script, not the figures)
@@ -176,20 +170,8 @@ class Bench:
         mnist = load_dataset("mnist-text")
         config = dataclasses.replace(preset_for("mnist-text", "images"), cond="text")
         denoiser = build_denoiser(config, mnist.shape)
-        cond = data_cond(config, mnist)
         objective = DiffusionObjective(cond_dropout=config.cond_dropout, nulls={"caption": 0})
-        optimiser = torch.optim.AdamW(denoiser.parameters(), lr=config.lr)
-        generator = torch.Generator().manual_seed(0)
-        seconds = []
-        for step in range(6):
-            idx = torch.randint(len(mnist.train), (config.batch,), generator=generator)
-            tick = time.perf_counter()
-            loss = objective(denoiser, mnist.train[idx], {k: v[idx] for k, v in cond.items()}, step, generator).loss
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            seconds.append(time.perf_counter() - tick)
-        per_step = sorted(seconds[2:])[len(seconds[2:]) // 2]
+        per_step = step_seconds(denoiser, objective, mnist.train, data_cond(config, mnist), config, steps=6)
         speed["mnist_text"] = {"seconds_per_step": per_step, "batch": config.batch, "iters": config.iters,
                                "hours_for_preset": per_step * config.iters / 3600, "threads": torch.get_num_threads()}
         self.save()
