@@ -23,9 +23,7 @@ Everything lives under ``DIR/diffusers/NAME`` for NAME in eps-linear, v-cosine; 
    teacher's own UNet from its weights; aDDIM teacher step, N = 128; batch 128; EMA half-life 10%; an ε
    teacher's x̂ clipped and its student predicting v) with fewstep's student budget (``student_config``): a
    quarter of the teacher's iterations (``--student-iters``, default 1000 for a 4000-step teacher) at a fifth of
-   its learning rate (``--student-lr``, default 1e-4). The CLI's own default for a diffusers teacher's student
-   is the digits preset's 4,000 iterations at 1e-3, the rate that diverged for students started from a
-   teacher's weights in the recipe ablation (README), hence the explicit flags. Measured on the tiny run, on
+   its learning rate (``--student-lr``, default 1e-4). The CLI's own default applies the same rule to the data set's preset (digits: 1,000 iterations at 2e-4); the flags give the rule for this teacher's own budget and rate. Measured on the tiny run, on
    one thread beside another training job: 0.45–0.6 s per CD iteration against 0.28–0.32 s per teacher step,
    so with the teacher's 0.17 s per step (2 idle threads) a student iteration should take ~0.27 s: 1,000
    iterations in about 5 minutes, plus ~15 s to start the CLI and load the teacher. A finished run (its
