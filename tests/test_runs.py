@@ -82,6 +82,11 @@ def test_run_card_refuses_a_malformed_extra():
     card = RunCard("moons", (2,), Normaliser("points", (0.0, 0.0), (1.0, 1.0)))
     with pytest.raises(UserError, match="data shape"):
         RunCard.from_dict({**card.to_dict(), "data_shape": [0]}, "diffusion")
+    with pytest.raises(UserError, match="data shape"):
+        RunCard.from_dict({**card.to_dict(), "data_shape": [1, 0, 8]}, "diffusion")
+    # A size of 1 is a shape like any other: one-channel images, one-dimensional points.
+    for shape in ([1, 8, 8], [1]):
+        assert RunCard.from_dict({**card.to_dict(), "data_shape": shape}, "diffusion").data_shape == tuple(shape)
 
 
 # --- teacher and student schedules (docs/math.md §12) -------------------------------------------
@@ -223,6 +228,68 @@ def test_teacher_folder_of_other_data_shape_is_refused(moons_run, tmp_path):
     config = TrainConfig(data="digits", objective="cd", teacher=str(moons_run), init="none", iters=1)
     with pytest.raises(UserError, match=r"trained on examples of shape \[2\]"):
         train(config, tmp_path / "s", dataset=digits, progress=False)
+
+
+def test_a_teacher_from_a_run_folder_is_frozen(moons_run):
+    """Its parameters take no gradient: a forward through it, even outside no_grad, builds no graph."""
+    from fewstep.runs.teachers import SourceContext, run_folder
+
+    config = TrainConfig(objective="cd", teacher=str(moons_run), init="teacher", **TINY)
+    teacher = run_folder(str(moons_run), SourceContext(config, load_dataset("moons"), torch.device("cpu")))
+    assert teacher.weights is not None and not any(p.requires_grad for p in teacher.denoiser.parameters())
+    with torch.enable_grad():
+        pred = teacher.denoiser(torch.randn(4, 2), torch.full((4,), 0.5))
+    assert not pred.x_hat.requires_grad and pred.x_hat.grad_fn is None
+
+
+def test_a_student_starts_from_its_teachers_weights_on_the_same_schedule_and_parameterisation_only():
+    """Same schedule and prediction, or an ε teacher read as a v student (REPARAMETERISED); nothing else."""
+    from fewstep.runs.teachers import Teacher, check_init
+
+    def check(teacher_schedule, teacher_prediction, student_schedule, student_prediction, weights=True):
+        teacher = Denoiser(torch.nn.Identity(), teacher_schedule, prediction=teacher_prediction)
+        check_init(Teacher(teacher, {"w": torch.zeros(1)} if weights else None),
+                   Denoiser(torch.nn.Identity(), student_schedule, prediction=student_prediction))
+
+    same, other = CosineSchedule(), CosineSchedule(shift=-1.0)
+    for prediction in ("v", "eps", "x"):
+        check(same, prediction, CosineSchedule(), prediction)
+    check(same, "eps", CosineSchedule(), "v")
+    for case in [(same, "v", same, "eps"), (same, "x", same, "v"), (same, "v", other, "v"), (same, "eps", other, "v")]:
+        with pytest.raises(UserError, match="^init: the teacher's weights belong to schedule"):
+            check(*case)
+    check(same, "v", other, "eps", weights=False)  # no weights to start from: nothing to check
+
+
+def test_the_optimiser_state_is_read_when_asked_and_round_trips(tmp_path):
+    from fewstep.train.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1)
+    net(torch.ones(4, 3)).square().sum().backward()
+    opt.step()
+    weights = lambda: {k: v.clone() for k, v in net.state_dict().items()}  # noqa: E731
+    save_checkpoint(tmp_path / "a", Checkpoint({"c": 1}, 1, weights(), weights(), opt.state_dict()))
+    assert read_checkpoint(tmp_path / "a").optimizer is None  # not asked: not read
+    back = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.5)
+    back.load_state_dict(read_checkpoint(tmp_path / "a", with_optimizer=True).optimizer)
+    assert back.param_groups[0]["lr"] == 0.1
+    for i in (0, 1):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(torch.as_tensor(back.state_dict()["state"][i][key]), torch.as_tensor(opt.state_dict()["state"][i][key]))
+    # A checkpoint saved without one has none to read.
+    save_checkpoint(tmp_path / "b", Checkpoint({"c": 1}, 1, weights(), weights()))
+    assert read_checkpoint(tmp_path / "b", with_optimizer=True).optimizer is None
+
+
+def test_remove_run_removes_fewsteps_files_only(tmp_path):
+    from fewstep.train.checkpoint import RUN_FILES, remove_run
+
+    for name in (*RUN_FILES, "weights-00000004.safetensors", "weights-00000008.safetensors", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    remove_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    remove_run(tmp_path)  # nothing left to remove is fine
 
 
 # --- review follow-ups: defaults kept, error paths that once raised raw -------------------------------
