@@ -187,6 +187,19 @@ def test_evaluations_are_logged_every_eval_every_steps_and_at_the_end(tmp_path: 
     assert [r["step"] for r in read_log(tmp_path / "end" / "log.jsonl") if "eval" in r] == [8]
 
 
+def test_the_logged_speed_is_steps_over_seconds(tmp_path: Path, monkeypatch) -> None:
+    """it_per_s = steps in the log window / seconds since the last record, on a clock that advances 0.25 s a call."""
+    import types
+
+    from fewstep.train import loop
+
+    clock = iter(0.25 * k for k in range(10_000))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    _fit(tmp_path / "run", NaNAt(set()), iters=6)
+    speeds = [r["it_per_s"] for r in read_log(tmp_path / "run" / "log.jsonl") if "it_per_s" in r]
+    assert speeds == [8.0, 8.0, 8.0]  # 2 steps a record (log_every=2), 0.25 s between the two clock reads
+
+
 def test_fit_wraps_a_cpu_backbone_in_ddp_under_torchrun(tmp_path: Path, monkeypatch) -> None:
     """Under torchrun (WORLD_SIZE > 1) on CPUs (gloo) the backbone is wrapped with no device ids, trained,
     and handed back bare. One process stands in for the group here."""

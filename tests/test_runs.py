@@ -111,6 +111,37 @@ def test_a_teacher_whose_range_does_not_cover_the_student_is_refused():
     with pytest.raises(UserError, match="does not cover the student's") as info:
         on_schedule(narrow, CosineSchedule())
     assert info.value.arg == "teacher"
+    # One end outside is enough to refuse; inside (to within the tolerance) at both ends is retimed.
+    for low, high in ((-12.0, 8.0), (-8.0, 12.0)):
+        with pytest.raises(UserError, match="does not cover the student's"):
+            on_schedule(narrow, CosineSchedule(logsnr_min=low, logsnr_max=high))
+    assert isinstance(on_schedule(narrow, CosineSchedule(logsnr_min=-8.0, logsnr_max=8.0)), Retimed)
+
+
+def test_a_python_teacher_gives_its_weights_only_when_asked_and_only_if_it_has_a_backbone():
+    from conftest import mlp_denoiser
+
+    from fewstep.runs.teachers import python_teacher
+
+    net = mlp_denoiser(2)
+    assert python_teacher(net, "none").weights is None
+    weights = python_teacher(net, "teacher").weights
+    assert weights.keys() == net.backbone.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in net.backbone.state_dict().items())
+    exact = GaussianDenoiser(CosineSchedule(), torch.zeros(2), 0.5)  # a closed form: no weights at all
+    assert python_teacher(exact, "teacher").weights is None and python_teacher(exact, "none").weights is None
+
+
+def test_the_ideal_teacher_has_no_weights_to_start_from():
+    from fewstep.runs.teachers import TEACHER_SOURCES, SourceContext
+
+    data = load_dataset("gaussians8")
+    ctx = lambda init: SourceContext(TrainConfig(data="gaussians8", objective="cd", teacher="ideal", init=init), data,  # noqa: E731
+                                     torch.device("cpu"))
+    teacher = TEACHER_SOURCES.get("ideal")("", ctx("none"))
+    assert teacher.weights is None and teacher.card == {"teacher": "ideal"}
+    with pytest.raises(UserError, match="ideal teacher has no weights"):
+        TEACHER_SOURCES.get("ideal")("", ctx("teacher"))
 
 
 def test_distillation_from_a_teacher_on_another_schedule_calls_it_at_the_matching_times(tmp_path):
