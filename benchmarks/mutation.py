@@ -6,7 +6,7 @@ enumerated — ``+``↔``-``, ``*``↔``/``, ``**``→``*``, ``<``↔``<=``, ``>
 of the repository, where the module's own fast tests run against it (``-x``; a timeout counts as killed).
 A mutant that passes them all survives and is listed with its line.
 
-    python benchmarks/mutation.py [--only samplers/ddim.py] [--max-per-file 40] [--json benchmarks/results/mutation.json]
+    python benchmarks/mutation.py [--only samplers/ddim.py] [--max-per-file 40] [--seed 1] [--json benchmarks/results/mutation.json]
 
 mutmut was the first choice; its whole-suite stats phase and per-function test selection make every
 mutant of the samplers re-run the CLI tests (minutes each on 2 cores), so this keeps the same operators
@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--only", help="one module, e.g. samplers/ddim.py")
     parser.add_argument("--max-per-file", type=int, default=0, help="sample at most this many mutants per module (0: all)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "mutation.json")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="which sample --max-per-file draws (0: the one every earlier run drew, seeded by the module name)")
     args = parser.parse_args()
     targets = {k: v for k, v in TARGETS.items() if not args.only or k == args.only}
     results = json.loads(args.json.read_text()) if args.json.exists() else {}
@@ -150,7 +152,7 @@ def main() -> None:
                 continue
             found = points(tree)
             chosen = found if not args.max_per_file or len(found) <= args.max_per_file else sorted(
-                random.Random(module).sample(found, args.max_per_file))
+                random.Random(module if not args.seed else f"{module}#{args.seed}").sample(found, args.max_per_file))
             survivors, counts = [], {"killed": 0, "timeout": 0, "survived": 0}
             for index, what in chosen:
                 source, line = mutate(tree, index)

@@ -22,7 +22,7 @@ from fewstep.objectives import DiffusionObjective
 from fewstep.train.checkpoint import read_checkpoint
 from fewstep.train.ema import EMA, decay_from_halflife
 from fewstep.train.log import JsonlLog, read_log
-from fewstep.train.loop import LoopSettings, NonFiniteStep, fit
+from fewstep.train.loop import SPIKE, SPIKE_WARMUP, LoopSettings, NonFiniteStep, fit, lr_at
 
 
 # --- EMA: closed form -------------------------------------------------------------------------------
@@ -78,13 +78,13 @@ class NaNAt:
         return {}
 
 
-def _fit(workdir: Path, objective, iters: int = 12, **settings) -> dict:
+def _fit(workdir: Path, objective, iters: int = 12, evaluate=None, **settings) -> dict:
     torch.manual_seed(0)
     denoiser = mlp_denoiser(2)
     data = Batch(torch.randn(256, 2, generator=torch.Generator().manual_seed(1)))
     loop = LoopSettings(iters=iters, lr=1e-3, ckpt_every=4, log_every=2, ema_halflife=2.0, **settings)
     return fit(denoiser, objective, RandomBatches(data, 32), workdir, loop, device=torch.device("cpu"),
-               config={"test": True}, card={}, progress=False)
+               config={"test": True}, card={}, evaluate=evaluate, progress=False)
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
@@ -122,6 +122,105 @@ def test_gradient_spikes_are_logged(tmp_path: Path) -> None:
     _fit(tmp_path / "run", Spiky(set()), iters=40)
     spikes = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r.get("event") == "grad_spike"]
     assert [s["step"] for s in spikes] == [31] and spikes[0]["grad_norm"] > 10 * spikes[0]["running_mean"]
+
+
+class GradNorms(NaNAt):
+    """A loss c_k · Σ_params Σ p: its gradient is c_k in every entry, so the step's gradient norm is c_k √P
+    (P parameters), whatever the weights are."""
+
+    def __init__(self, scales: dict[int, float]) -> None:
+        super().__init__(set())
+        self.scales = scales
+
+    def __call__(self, denoiser, x, cond, step, generator):
+        out = self.inner(denoiser, x, cond, step, generator)
+        out.loss = self.scales.get(step, 1.0) * sum(p.sum() for p in denoiser.parameters())
+        return out
+
+
+def test_the_spike_detector_follows_its_running_mean_and_waits_out_its_warm_up(tmp_path: Path) -> None:
+    """m_1 = n_1, m_k = 0.9 m_(k−1) + 0.1 n_k; step k (1-based) is a spike when k > SPIKE_WARMUP and
+    n_k > SPIKE · m_(k−1). A spike at step SPIKE_WARMUP itself is still in the warm-up and not logged."""
+    spike = 1e4
+    scales = {SPIKE_WARMUP - 1: spike, SPIKE_WARMUP + 5: spike}  # 0-based steps: logged as steps 20 and 26
+    iters = SPIKE_WARMUP + 8
+    card = _fit(tmp_path / "run", GradNorms(scales), iters=iters, grad_clip=1e9)
+    root_p = sum(p.numel() for p in mlp_denoiser(2).parameters()) ** 0.5
+    norms = [scales.get(k, 1.0) * root_p for k in range(iters)]
+    means = [norms[0]]
+    for n in norms[1:]:
+        means.append(0.9 * means[-1] + 0.1 * n)
+    spikes = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r.get("event") == "grad_spike"]
+    assert [s["step"] for s in spikes] == [SPIKE_WARMUP + 6]
+    assert spikes[0]["grad_norm"] == pytest.approx(norms[SPIKE_WARMUP + 5], rel=1e-4)
+    assert spikes[0]["running_mean"] == pytest.approx(means[SPIKE_WARMUP + 4], rel=1e-4)
+    assert spikes[0]["grad_norm"] > SPIKE * spikes[0]["running_mean"]
+    assert card["loop"]["grad_norm_mean"] == pytest.approx(means[-1], rel=1e-4)
+
+
+def test_the_learning_rate_warms_up_linearly_then_stays(tmp_path: Path) -> None:
+    """lr_k = lr · min(1, (k + 1) / warmup) at 0-based step k (no warm-up: lr from the first step); the log
+    records the rate of each window's last step."""
+    warm = LoopSettings(iters=10, lr=2.0, warmup=4)
+    assert [lr_at(warm, k) for k in range(7)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0, 2.0]
+    for warmup in (0, 1):
+        assert [lr_at(LoopSettings(iters=10, lr=2.0, warmup=warmup), k) for k in range(3)] == [2.0, 2.0, 2.0]
+    _fit(tmp_path / "run", NaNAt(set()), iters=6, warmup=4)
+    logged = {r["step"]: r["lr"] for r in read_log(tmp_path / "run" / "log.jsonl") if "lr" in r}
+    assert logged == pytest.approx({2: 0.5e-3, 4: 1e-3, 6: 1e-3})
+
+
+def test_evaluations_are_logged_every_eval_every_steps_and_at_the_end(tmp_path: Path) -> None:
+    calls = []
+
+    def evaluate(ema_denoiser):
+        calls.append(ema_denoiser)
+        return {"n": len(calls)}
+
+    card = _fit(tmp_path / "run", NaNAt(set()), iters=8, evaluate=evaluate, eval_every=3)
+    evals = [(r["step"], r["eval"]["n"]) for r in read_log(tmp_path / "run" / "log.jsonl") if "eval" in r]
+    assert evals == [(3, 1), (6, 2), (8, 3)]  # the last one is the end's (its record says event "end")
+    assert card["final_eval"] == {"n": 3}
+    # eval_every 0: only at the end.
+    calls.clear()
+    _fit(tmp_path / "end", NaNAt(set()), iters=8, evaluate=evaluate)
+    assert [r["step"] for r in read_log(tmp_path / "end" / "log.jsonl") if "eval" in r] == [8]
+
+
+def test_the_logged_speed_is_steps_over_seconds(tmp_path: Path, monkeypatch) -> None:
+    """it_per_s = steps in the log window / seconds since the last record, on a clock that advances 0.25 s a call."""
+    import types
+
+    from fewstep.train import loop
+
+    clock = iter(0.25 * k for k in range(10_000))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    _fit(tmp_path / "run", NaNAt(set()), iters=6)
+    speeds = [r["it_per_s"] for r in read_log(tmp_path / "run" / "log.jsonl") if "it_per_s" in r]
+    assert speeds == [8.0, 8.0, 8.0]  # 2 steps a record (log_every=2), 0.25 s between the two clock reads
+
+
+def test_fit_wraps_a_cpu_backbone_in_ddp_under_torchrun(tmp_path: Path, monkeypatch) -> None:
+    """Under torchrun (WORLD_SIZE > 1) on CPUs (gloo) the backbone is wrapped with no device ids, trained,
+    and handed back bare. One process stands in for the group here."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    seen = []
+
+    class Watch(NaNAt):
+        def __call__(self, denoiser, x, cond, step, generator):
+            seen.append(isinstance(denoiser.backbone, DistributedDataParallel))
+            return super().__call__(denoiser, x, cond, step, generator)
+
+    try:
+        _fit(tmp_path / "run", Watch(set()), iters=2)
+    finally:
+        dist.destroy_process_group()
+    assert seen == [True, True]
+    assert read_checkpoint(tmp_path / "run").step == 2
 
 
 # --- crashes ---------------------------------------------------------------------------------------------

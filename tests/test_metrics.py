@@ -13,7 +13,7 @@ from fewstep.data import Dataset, load_dataset
 from fewstep.metrics import aggregate, evaluate_samples, floor_sample, noise_floor
 from fewstep.metrics import classifier as classifier_module
 from fewstep.metrics.classifier import TrainRecipe, _load, cache_dir, cache_stem, get_classifier
-from fewstep.metrics.fid import frechet_distance, frechet_from_features
+from fewstep.metrics.fid import frechet_distance, frechet_from_features, gaussian_moments
 from fewstep.metrics.histogram import class_histogram, total_variation
 from fewstep.metrics.memorisation import memorisation
 from fewstep.metrics.swd import random_directions, sliced_wasserstein, wasserstein2_1d
@@ -112,6 +112,17 @@ def test_frechet_from_features_estimates_the_closed_form() -> None:
     b = gen.normal(size=(20000, 2)) * [3.0, 2.0] + [1.0, 0.0]
     assert frechet_from_features(a, b) == pytest.approx(1.0 + (1.0 - 3.0) ** 2, rel=0.05)
     assert frechet_from_features(torch.from_numpy(a), a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gaussian_moments_need_two_examples_and_no_more() -> None:
+    """Two examples a and b: μ = (a + b)/2, Σ = (b − a)(b − a)ᵀ/2 (divisor N − 1). One example has no covariance."""
+    a, b = np.array([0.0, 1.0]), np.array([2.0, -1.0])
+    mu, sigma = gaussian_moments(np.stack([a, b]))
+    assert np.allclose(mu, [1.0, 0.0]) and np.allclose(sigma, np.outer(b - a, b - a) / 2)
+    assert frechet_from_features(np.stack([a, b]), np.stack([a, b])) == pytest.approx(0.0, abs=1e-9)
+    for bad in (a[None], np.zeros((0, 2)), a):
+        with pytest.raises(ValueError, match="N ≥ 2"):
+            gaussian_moments(bad)
 
 
 # --- Classifier, cache, FD-classifier ------------------------------------------------------------

@@ -82,6 +82,11 @@ def test_run_card_refuses_a_malformed_extra():
     card = RunCard("moons", (2,), Normaliser("points", (0.0, 0.0), (1.0, 1.0)))
     with pytest.raises(UserError, match="data shape"):
         RunCard.from_dict({**card.to_dict(), "data_shape": [0]}, "diffusion")
+    with pytest.raises(UserError, match="data shape"):
+        RunCard.from_dict({**card.to_dict(), "data_shape": [1, 0, 8]}, "diffusion")
+    # A size of 1 is a shape like any other: one-channel images, one-dimensional points.
+    for shape in ([1, 8, 8], [1]):
+        assert RunCard.from_dict({**card.to_dict(), "data_shape": shape}, "diffusion").data_shape == tuple(shape)
 
 
 # --- teacher and student schedules (docs/math.md §12) -------------------------------------------
@@ -106,6 +111,37 @@ def test_a_teacher_whose_range_does_not_cover_the_student_is_refused():
     with pytest.raises(UserError, match="does not cover the student's") as info:
         on_schedule(narrow, CosineSchedule())
     assert info.value.arg == "teacher"
+    # One end outside is enough to refuse; inside (to within the tolerance) at both ends is retimed.
+    for low, high in ((-12.0, 8.0), (-8.0, 12.0)):
+        with pytest.raises(UserError, match="does not cover the student's"):
+            on_schedule(narrow, CosineSchedule(logsnr_min=low, logsnr_max=high))
+    assert isinstance(on_schedule(narrow, CosineSchedule(logsnr_min=-8.0, logsnr_max=8.0)), Retimed)
+
+
+def test_a_python_teacher_gives_its_weights_only_when_asked_and_only_if_it_has_a_backbone():
+    from conftest import mlp_denoiser
+
+    from fewstep.runs.teachers import python_teacher
+
+    net = mlp_denoiser(2)
+    assert python_teacher(net, "none").weights is None
+    weights = python_teacher(net, "teacher").weights
+    assert weights.keys() == net.backbone.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in net.backbone.state_dict().items())
+    exact = GaussianDenoiser(CosineSchedule(), torch.zeros(2), 0.5)  # a closed form: no weights at all
+    assert python_teacher(exact, "teacher").weights is None and python_teacher(exact, "none").weights is None
+
+
+def test_the_ideal_teacher_has_no_weights_to_start_from():
+    from fewstep.runs.teachers import TEACHER_SOURCES, SourceContext
+
+    data = load_dataset("gaussians8")
+    ctx = lambda init: SourceContext(TrainConfig(data="gaussians8", objective="cd", teacher="ideal", init=init), data,  # noqa: E731
+                                     torch.device("cpu"))
+    teacher = TEACHER_SOURCES.get("ideal")("", ctx("none"))
+    assert teacher.weights is None and teacher.card == {"teacher": "ideal"}
+    with pytest.raises(UserError, match="ideal teacher has no weights"):
+        TEACHER_SOURCES.get("ideal")("", ctx("teacher"))
 
 
 def test_distillation_from_a_teacher_on_another_schedule_calls_it_at_the_matching_times(tmp_path):
@@ -223,6 +259,68 @@ def test_teacher_folder_of_other_data_shape_is_refused(moons_run, tmp_path):
     config = TrainConfig(data="digits", objective="cd", teacher=str(moons_run), init="none", iters=1)
     with pytest.raises(UserError, match=r"trained on examples of shape \[2\]"):
         train(config, tmp_path / "s", dataset=digits, progress=False)
+
+
+def test_a_teacher_from_a_run_folder_is_frozen(moons_run):
+    """Its parameters take no gradient: a forward through it, even outside no_grad, builds no graph."""
+    from fewstep.runs.teachers import SourceContext, run_folder
+
+    config = TrainConfig(objective="cd", teacher=str(moons_run), init="teacher", **TINY)
+    teacher = run_folder(str(moons_run), SourceContext(config, load_dataset("moons"), torch.device("cpu")))
+    assert teacher.weights is not None and not any(p.requires_grad for p in teacher.denoiser.parameters())
+    with torch.enable_grad():
+        pred = teacher.denoiser(torch.randn(4, 2), torch.full((4,), 0.5))
+    assert not pred.x_hat.requires_grad and pred.x_hat.grad_fn is None
+
+
+def test_a_student_starts_from_its_teachers_weights_on_the_same_schedule_and_parameterisation_only():
+    """Same schedule and prediction, or an ε teacher read as a v student (REPARAMETERISED); nothing else."""
+    from fewstep.runs.teachers import Teacher, check_init
+
+    def check(teacher_schedule, teacher_prediction, student_schedule, student_prediction, weights=True):
+        teacher = Denoiser(torch.nn.Identity(), teacher_schedule, prediction=teacher_prediction)
+        check_init(Teacher(teacher, {"w": torch.zeros(1)} if weights else None),
+                   Denoiser(torch.nn.Identity(), student_schedule, prediction=student_prediction))
+
+    same, other = CosineSchedule(), CosineSchedule(shift=-1.0)
+    for prediction in ("v", "eps", "x"):
+        check(same, prediction, CosineSchedule(), prediction)
+    check(same, "eps", CosineSchedule(), "v")
+    for case in [(same, "v", same, "eps"), (same, "x", same, "v"), (same, "v", other, "v"), (same, "eps", other, "v")]:
+        with pytest.raises(UserError, match="^init: the teacher's weights belong to schedule"):
+            check(*case)
+    check(same, "v", other, "eps", weights=False)  # no weights to start from: nothing to check
+
+
+def test_the_optimiser_state_is_read_when_asked_and_round_trips(tmp_path):
+    from fewstep.train.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(net.parameters(), lr=0.1)
+    net(torch.ones(4, 3)).square().sum().backward()
+    opt.step()
+    weights = lambda: {k: v.clone() for k, v in net.state_dict().items()}  # noqa: E731
+    save_checkpoint(tmp_path / "a", Checkpoint({"c": 1}, 1, weights(), weights(), opt.state_dict()))
+    assert read_checkpoint(tmp_path / "a").optimizer is None  # not asked: not read
+    back = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.5)
+    back.load_state_dict(read_checkpoint(tmp_path / "a", with_optimizer=True).optimizer)
+    assert back.param_groups[0]["lr"] == 0.1
+    for i in (0, 1):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(torch.as_tensor(back.state_dict()["state"][i][key]), torch.as_tensor(opt.state_dict()["state"][i][key]))
+    # A checkpoint saved without one has none to read.
+    save_checkpoint(tmp_path / "b", Checkpoint({"c": 1}, 1, weights(), weights()))
+    assert read_checkpoint(tmp_path / "b", with_optimizer=True).optimizer is None
+
+
+def test_remove_run_removes_fewsteps_files_only(tmp_path):
+    from fewstep.train.checkpoint import RUN_FILES, remove_run
+
+    for name in (*RUN_FILES, "weights-00000004.safetensors", "weights-00000008.safetensors", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    remove_run(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    remove_run(tmp_path)  # nothing left to remove is fine
 
 
 # --- review follow-ups: defaults kept, error paths that once raised raw -------------------------------
