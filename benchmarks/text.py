@@ -34,7 +34,8 @@ from guidance import step_seconds, wall_seconds  # benchmarks/guidance.py, besid
 
 DATA = "digits-text"
 N, SEEDS = 500, (0, 1)
-W = 1.5                          # the paper's g = 0.5
+W = 1.5                          # the paper's g = 0.5: the grid's w, and of every student by default
+EXTRA_W: tuple[float, ...] = ()  # --extra-w 4: fixed-w students at these too (the paper's g = 3 is w = 4)
 W_RANGE = (1.0, 3.0)
 STUDENT_STEPS = (4, 8, 16)
 TEACHER_STEPS = (100, 256)
@@ -89,7 +90,8 @@ class Bench:
         return row
 
     def students_fields(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {f"cd-w{W}-S{s}": {"student_steps": s, "guidance": W} for s in STUDENT_STEPS}
+        out: dict[str, dict[str, Any]] = {f"cd-w{w}-S{s}": {"student_steps": s, "guidance": w}
+                                          for w in (W, *EXTRA_W) for s in STUDENT_STEPS}
         out["cd-wrange-S8"] = {"student_steps": 8, "guidance_range": W_RANGE}
         return out
 
@@ -107,11 +109,11 @@ class Bench:
         """Teacher: DDIM at 100 and 256 steps at w = 1 and W; its training-free samplers at each student's
         NFE, guided at W (NFE/2 steps) and unguided (NFE steps). Students: their own S-step sampler."""
         out = self.results.setdefault("eval", {})
-        out["teacher"] = [self.rows(self.teacher, "ddim", s, w) for s in TEACHER_STEPS for w in (1.0, W)]
+        out["teacher"] = [self.rows(self.teacher, "ddim", s, w) for s in TEACHER_STEPS for w in (1.0, W, *EXTRA_W)]
         self.save()
         out["baselines"] = [{**self.rows(self.teacher, sampler, steps, w), "budget": nfe}
                             for nfe in STUDENT_STEPS for sampler in BASELINE_SAMPLERS
-                            for steps, w in ((nfe // 2, W), (nfe, 1.0))]
+                            for steps, w in ((nfe, 1.0), *((nfe // 2, w) for w in (W, *EXTRA_W)))]
         self.save()
         students = {}
         for name, fields in self.students_fields().items():
@@ -207,7 +209,10 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--smoke", action="store_true", help="tiny settings, to check the script end to end")
+    parser.add_argument("--extra-w", type=float, nargs="*", default=[], help="fixed-w students at these w too")
     args = parser.parse_args()
+    global EXTRA_W
+    EXTRA_W = tuple(args.extra_w)
     if args.smoke:
         global N, SEEDS, TEACHER_STEPS
         N, SEEDS, TEACHER_STEPS = 16, (0,), (4, 8)
