@@ -115,7 +115,7 @@ def test_missing_training_free_evaluates_only_what_is_not_there(monkeypatch: pyt
     have = [row("ddim", 4, 0.5), row("addim", 4, 0.5), row("ddim", 256, 0.5),
             row("heun", 3, 0.5, steps=2, free=False),   # not marked: not a baseline, evaluated again
             row("unipc", 4, 0.5, n=99)]                  # another sample count: not comparable, evaluated again
-    unconditional = types.SimpleNamespace(num_classes=None)
+    unconditional = types.SimpleNamespace(num_classes=None, nulls=dict)  # no condition: nothing to guide
     added = missing_training_free(unconditional, object(), [4], have, n=10, seeds=(0, 1), samplers=("ddim", "addim", "unipc", "heun"))
     expected = [p for p in training_free_plan([4, MANY_NFE], ("ddim", "addim", "unipc", "heun"))
                 if p not in {("ddim", 4), ("addim", 4), ("ddim", 256)}]
