@@ -137,8 +137,7 @@ class Bench:
         ]
         grid_n = SMOKE.get("n", 500)
         prompts = [self.dataset.heldout_captions[i % len(self.dataset.heldout_captions)] for i in range(grid_n)]
-        images, distance = [], {}
-        reference = None
+        images, many_of = [], {}
         for label, workdir, kwargs in models:
             cache = workdir / f"text-grid-{hashlib.sha256(json.dumps([label, grid_n]).encode()).hexdigest()[:12]}.npz"
             if cache.is_file():
@@ -150,10 +149,12 @@ class Bench:
                 many = run.sample_tensor(grid_n, seed=1, prompt=prompts, **kwargs)
                 np.savez(cache, show=show.numpy(), many=many.numpy())
             images.append(show)
-            if reference is None and label.startswith(f"teacher DDIM {TEACHER_STEPS[-1]} "):
-                reference = many
-            if reference is not None:
-                distance[label] = float((many - reference).flatten(1).pow(2).mean(1).sqrt().mean())
+            many_of[label] = many
+        reference = next(many for label, many in many_of.items() if label.startswith(f"teacher DDIM {TEACHER_STEPS[-1]} "))
+        distance = {label: float((many - reference).flatten(1).pow(2).mean(1).sqrt().mean()) for label, many in many_of.items()}
+        # The scale: the same teacher samples paired with their neighbours (another prompt, other noise).
+        distance["(scale: the reference against itself shifted by one sample)"] = float(
+            (reference.roll(1, 0) - reference).flatten(1).pow(2).mean(1).sqrt().mean())
         side_by_side(self.results_dir / "text_grid.png", [self.dataset.to_data_units(x) for x in images],
                      [label for label, _, _ in models], list(GRID_PROMPTS))
         self.results["grid"] = {"prompts": list(GRID_PROMPTS), "rows": [label for label, _, _ in models],
@@ -180,6 +181,48 @@ class Bench:
         print(f"[text] mnist-text UNet: {per_step:.2f} s per step at batch {config.batch}", flush=True)
 
 
+    def report(self) -> None:
+        """benchmarks/results/text.md from text.json."""
+        ev = self.results["eval"]
+        rows = ([("teacher DDIM", r) for r in ev["teacher"]] + [(f"teacher {r['sampler']}", r) for r in ev["baselines"]]
+                + [(name, s["row"]) for name, s in ev["students"].items()])
+        first = ev["teacher"][0]
+        elements = [e for e in ("digit", "thickness", "slant") if f"fidelity_{e}" in first]
+        lines = ["# Text-to-image in miniature: digits-text (benchmarks/text.py)", "",
+                 f"{first['n_samples']} samples of the held-out captions in turn × seeds {first['seeds']} (the same noise and "
+                 "prompts for every row); FD-classifier against the held-out images (floor: real training images); prompt "
+                 "fidelity per element, mean ± std over seeds. NFE counts network calls (a guided step is 2).", "",
+                 "Reference on real held-out images: " + ", ".join(f"{e} {first[f'fidelity_{e}_reference']:.3f}" for e in elements)
+                 + "; chance: " + ", ".join(f"{e} {first[f'fidelity_{e}_chance']:.3f}" for e in elements)
+                 + "; shuffled-prompt floor (teacher, 256 steps, w = 1): "
+                 + ", ".join(f"{e} {first[f'fidelity_{e}_shuffled']:.3f}" for e in elements) + ".", "",
+                 "| model | sampler | steps | NFE | w | FD-classifier | floor | " + " | ".join(f"{e} fidelity" for e in elements) + " |",
+                 "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(elements)]
+        for name, r in rows:
+            w = "–" if r.get("w") is None else f"{r['w']:g}" + (" (guided)" if r.get("guided") else "")
+            lines.append(f"| {name} | {r['sampler']} | {r['steps']} | {r['nfe']} | {w} | {r['mean']:.2f} ± {r['std']:.2f} | "
+                         f"{r['floor']:.2f} | " + " | ".join(f"{r[f'fidelity_{e}']:.3f} ± {r[f'fidelity_{e}_std']:.3f}" for e in elements) + " |")
+        grid = self.results.get("grid")
+        if grid:
+            lines += ["", f"Side by side (text_grid.png): the same {len(grid['prompts'])} prompts and noise in every row. RMS "
+                      f"distance (model units, {grid['n']} samples of the held-out captions, the same noise) from the "
+                      f"{grid['reference']}:", ""]
+            lines += [f"- {label}: {d:.3f}" for label, d in grid["rms_distance_to_teacher"].items()]
+        speed = self.results.get("speed", {})
+        if speed:
+            lines += ["", "Speed (2 threads): the digits-text teacher "
+                      f"{speed.get('digits_text_teacher_s_per_step', float('nan')):.3f} s per step (batch 64, quick evaluation "
+                      "included); the mnist-text UNet preset "
+                      f"{speed['mnist_text']['seconds_per_step']:.2f} s per step at batch {speed['mnist_text']['batch']} "
+                      f"({speed['mnist_text']['hours_for_preset']:.0f} hours for its {speed['mnist_text']['iters']} iterations)."]
+        seconds = {p.name: wall_seconds(p) for p in [self.teacher, *(self.root / n for n in self.students_fields())]
+                   if (p / "log.jsonl").is_file()}
+        lines += ["", "Training seconds here (2 threads; the S = 4 student beside the test suite): "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items() if v) + "."]
+        (self.results_dir / "text.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+
+
 def side_by_side(path: Path, rows: list[np.ndarray], row_labels: list[str], prompts: list[str]) -> None:
     """A figure: one row of uint8 [C, H, W, 1] images per model, one column per prompt."""
     from fewstep.io import figure_png, pyplot, save_bytes
@@ -200,7 +243,7 @@ def side_by_side(path: Path, rows: list[np.ndarray], row_labels: list[str], prom
     plt.close(fig)
 
 
-STAGES = ("teacher", "students", "eval", "grid", "speed")
+STAGES = ("teacher", "students", "eval", "grid", "speed", "report")
 
 
 def main() -> None:
