@@ -93,6 +93,14 @@ from fewstep.io import save_json, save_npz
 
 TEACHERS = {"eps-linear": ("linear", "epsilon"), "v-cosine": ("squaredcos_cap_v2", "v_prediction")}
 T, BATCH, LR, EMA_DECAY, CKPT_EVERY = 1000, 128, 5e-4, 0.999, 250
+
+
+def ema_decay(step: int) -> float:
+    """The EMA's decay after ``step`` updates, warmed up as diffusers' ``EMAModel`` does, min(0.999,
+    (1 + k) / (10 + k)): a constant 0.999 from the first step left 0.999^2000 = 13.5% of the random initial
+    weights in a 2,000-step teacher's EMA (its 256-step DDIM FD 131 against 50 for the raw weights, 300
+    samples; the first study's teachers, benchmarks/results/diffusers_study.md)."""
+    return min(EMA_DECAY, (1 + step) / (10 + step))
 INIT_SEED = 0  # the UNet's initial weights; teacher.json without "init_seed": a teacher initialised unseeded (before this)
 
 
@@ -140,7 +148,7 @@ def train_teacher(root: Path, name: str, iters: int) -> Path:
         optimiser.step()
         with torch.no_grad():
             for e, p in zip(ema.parameters(), model.parameters()):
-                e.lerp_(p, 1 - EMA_DECAY)
+                e.lerp_(p, 1 - ema_decay(step))
         step += 1
         if step % CKPT_EVERY == 0 or step == iters:
             tmp = ckpt.with_suffix(".tmp")
@@ -152,7 +160,7 @@ def train_teacher(root: Path, name: str, iters: int) -> Path:
             tick, since = time.perf_counter(), step
     DDPMPipeline(unet=ema, scheduler=scheduler).save_pretrained(str(done), safe_serialization=True)
     (folder / "teacher.json").write_text(json.dumps({"beta_schedule": beta_schedule, "prediction_type": prediction,
-                                                     "iters": iters, "batch": BATCH, "lr": LR, "ema_decay": EMA_DECAY,
+                                                     "iters": iters, "batch": BATCH, "lr": LR, "ema_decay": EMA_DECAY, "ema_warmup": "min(decay, (1 + k) / (10 + k))",
                                                      "init_seed": INIT_SEED}))
     return done
 
