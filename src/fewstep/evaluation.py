@@ -268,7 +268,7 @@ def format_table(rows: list[dict[str, Any]], title: str = "") -> str:
     accuracy = any("class_accuracy" in r for r in rows)
     elements = [e for e in FIDELITY_ELEMENTS if any(f"fidelity_{e}" in r for r in rows)]
     lines = [f"**{title}**" if title else ""]
-    lines += [f"| sampler | steps | NFE |" + (" w |" if guided else "")
+    lines += ["| sampler | steps | NFE |" + (" w |" if guided else "")
               + f" {label} (mean ± std over {len(rows[0]['seeds'])} seeds) | noise floor |"
               + (" class accuracy (real: {:.3f}) |".format(next(r["class_accuracy_reference"] for r in rows if "class_accuracy" in r)) if accuracy else "")
               + "".join(f" {e} fidelity (real {_first(rows, e, 'reference')}, chance {_first(rows, e, 'chance')}, "
