@@ -288,7 +288,9 @@ REFUSALS = {
     "hub id": (None, [], "--teacher", "does not download"),
     "missing folder": (lambda f: shutil.rmtree(f), [], "--teacher", "no such folder"),
     "not a layout": (lambda f: shutil.rmtree(f / "scheduler"), [], "--teacher", "unet/ + scheduler/"),
-    "text UNet": (lambda f: edit(f, "unet", _class_name="UNet2DConditionModel"), [], "--teacher", "text conditioning"),
+    "text UNet without captions": (lambda f: edit(f, "unet", _class_name="UNet2DConditionModel"), [], "--teacher",
+                                   "reads captions; the data 'digits' has none"),
+    "captions for a UNet2DModel": (None, ["--data", "digits-text", "--cond", "text"], "--cond", "reads no captions"),
     "other model": (lambda f: edit(f, "unet", _class_name="UVit2DModel"), [], "--teacher", "unsupported model class"),
     "flow matching": (lambda f: edit(f, "scheduler", _class_name="FlowMatchEulerDiscreteScheduler"), [], "--teacher", "unsupported scheduler"),
     "Karras VE": (lambda f: edit(f, "scheduler", _class_name="KarrasVeScheduler"), [], "--teacher", "unsupported scheduler"),
@@ -350,3 +352,122 @@ def test_a_cd_student_of_a_class_conditional_diffusers_teacher_trains_and_sample
     assert run.config.lr == (preset.lr / 5 if init == "teacher" else preset.lr)
     samples = run.sample(4, classes=[3])
     assert samples.shape[0] == 4 and np.isfinite(np.asarray(samples, dtype=np.float64)).all()
+
+
+# --- a caption-conditioned UNet2DConditionModel (docs/math.md §12–13) ------------------------------------
+
+TOKENIZER = (Path(__file__).parent / "data" / "tokenizer.json").resolve()
+ENC = f"tiny:{TOKENIZER}"   # a tiny random encoder on MiniLM's tokenizer: token states of width 32
+SHORT, LONG = "a thin one", "a thick wide seven leaning right, drawn slowly with a fine black pen on white paper"
+
+
+def tiny_text_unet(width: int = 32, seed: int = 0, **extra):
+    """A UNet2DConditionModel for digits' [1, 8, 8]: cross-attention to token states of ``width`` at 4×4."""
+    torch.manual_seed(seed)
+    return diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=width, attention_head_dim=2, **extra)
+
+
+@pytest.fixture(scope="module")
+def text_folder(tmp_path_factory) -> Path:
+    """A v-prediction UNet2DConditionModel on squaredcos_cap_v2 betas, as a unet/ + scheduler/ pair (read-only)."""
+    pytest.importorskip("tokenizers")
+    return save(tmp_path_factory.mktemp("diffusers_text") / "teacher", tiny_text_unet(),
+                make_scheduler("squaredcos_cap_v2", "v_prediction", "ddim"), layout="pair")
+
+
+@pytest.fixture(scope="module")
+def digits_text():
+    return load_dataset("digits-text")
+
+
+def test_a_text_unet_teacher_reads_the_encoders_token_states_and_their_mask(text_folder, digits_text):
+    from fewstep.runs.build import prompt_cond
+    from fewstep.text import text_encoder
+
+    teacher = diffusers_teacher(text_folder, digits_text, text_encoder=ENC)
+    unet = diffusers.UNet2DConditionModel.from_pretrained(text_folder / "unet").eval()
+    encoder, config = text_encoder(ENC), TrainConfig(cond="text", text_encoder=ENC)
+    z, t = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0.3, 0.55, 0.9])
+    cond = prompt_cond(config, [SHORT, LONG, ""])
+    together = teacher(z, t, cond).x_hat
+    for i, prompt in enumerate([SHORT, LONG, ""]):
+        states, _ = encoder([prompt])  # alone: no padding, no mask needed
+        alpha, sigma = teacher.schedule.alpha_sigma(t[i:i + 1])
+        with torch.no_grad():
+            v = unet(z[i:i + 1], t[i:i + 1] * 1000 - 1, encoder_hidden_states=states).sample
+        # the short prompt is padded to the long one's length in the batch: the mask keeps it as it is alone
+        assert torch.allclose(together[i:i + 1], alpha * z[i:i + 1] - sigma * v, atol=1e-5), prompt
+    unconditional = teacher(z, t).x_hat  # no caption is the empty caption: the null of guidance
+    assert torch.allclose(unconditional[2], together[2], atol=1e-6) and not torch.allclose(unconditional[0], together[0], atol=1e-3)
+
+
+def test_a_guided_student_of_a_text_unet_is_its_own_unet_from_its_weights(tmp_path, cli, text_folder, digits_text):
+    from fewstep.runs.build import build_denoiser, prompt_cond
+    from fewstep.runs.teachers import TEACHER_SOURCES, SourceContext
+
+    student = tmp_path / "student"
+    code, _, err = cli("distill", "--teacher", f"diffusers:{text_folder}", "--data", "digits-text", "--text-encoder", ENC,
+                       "--guidance", "2", "--student-steps", "4", "--iters", "2", "--batch", "8", "--eval-samples", "10",
+                       "--out", student, "--no-progress")
+    assert code == 0, err
+    run = fewstep.load(student, device="cpu")
+    assert run.config.cond == "text" and run.config.guidance == 2 and run.config.model.name == "diffusers-unet"
+    assert run.config.model.kwargs["cross_attention_dim"] == 32 and run.config.schedule == read_folder(str(text_folder)).schedule.to_dict()
+    assert type(run.denoiser.backbone.net.unet).__name__ == "UNet2DConditionModel"
+    code, out, err = cli("sample", "--run", student, "--prompt", "a thick seven leaning right", "-n", "3", "--png", tmp_path / "s.png")
+    assert code == 0 and "4 network calls per sample" in out, err
+    # started from the teacher's weights: the freshly built student predicts what the teacher does
+    config = student_settings(run.config, digits_text)
+    teacher = TEACHER_SOURCES.get("diffusers")(str(text_folder), SourceContext(config, digits_text, torch.device("cpu")))
+    fresh = build_denoiser(config, digits_text.shape)
+    fresh.backbone.load_state_dict(teacher.weights, strict=True)
+    z, t, cond = torch.randn(2, 1, 8, 8), torch.tensor([0.4, 0.8]), prompt_cond(config, [SHORT, LONG])
+    with torch.no_grad():
+        assert torch.allclose(fresh(z, t, cond).x_hat, teacher.denoiser(z, t, cond).x_hat, atol=1e-5)
+    code, _, err = cli("export", "--run", student, "--out", tmp_path / "export")
+    assert code == 2 and err.startswith("fewstep: error: --run: ") and "fewstep sample --prompt" in err, err
+    assert not (tmp_path / "export").exists()
+
+
+TEXT_REFUSALS = {
+    # name: (the UNet's config changes, extra flags, flag named, words of the message)
+    "encoder width": ({"cross_attention_dim": 48}, [], "--text-encoder", "width 48"),
+    "projected width": ({"encoder_hid_dim": 48}, [], "--text-encoder", "width 48"),
+    "class embeddings": ({"num_class_embeds": K + 1}, [], "--teacher", "captions alone"),
+    "added embeddings": ({"addition_embed_type": "text_time"}, [], "--teacher", "addition_embed_type 'text_time'"),
+    "image projection": ({"encoder_hid_dim_type": "image_proj"}, [], "--teacher", "encoder_hid_dim_type 'image_proj'"),
+    "guidance embedding": ({"time_cond_proj_dim": 16}, [], "--teacher", "time_cond_proj_dim"),
+    "class student": ({}, ["--cond", "class"], "--cond", "must be too"),
+    "w-conditioned own UNet": ({}, ["--guidance-range", "1,3"], "--guidance-range", "no input for w"),
+}
+
+
+@pytest.mark.parametrize("case", TEXT_REFUSALS)
+def test_text_unet_refusals_are_one_line_naming_the_flag(tmp_path, cli, text_folder, case):
+    changes, flags, flag, words = TEXT_REFUSALS[case]
+    folder = tmp_path / "teacher"
+    shutil.copytree(text_folder, folder)
+    edit(folder, "unet", **changes)
+    code, _, err = cli("distill", "--teacher", f"diffusers:{folder}", "--data", "digits-text", "--text-encoder", ENC,
+                       "--out", tmp_path / "run", "--iters", "1", "--eval-samples", "10", "--no-progress", *flags)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"fewstep: error: {flag}: ") and words in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_fewstep_trains_a_caption_conditioned_diffusers_unet(tmp_path, cli):
+    """--model diffusers-unet with captions is a UNet2DConditionModel laid out like fewstep's UNet."""
+    pytest.importorskip("tokenizers")
+    run_dir = tmp_path / "teacher"
+    code, _, err = cli("train", "--model", "diffusers-unet", "--data", "digits-text", "--text-encoder", ENC, "--width", "8",
+                       "--iters", "2", "--batch", "8", "--eval-samples", "10", "--out", run_dir, "--no-progress")
+    assert code == 0, err
+    run = fewstep.load(run_dir, device="cpu")
+    unet = run.denoiser.backbone.net.unet
+    assert type(unet).__name__ == "UNet2DConditionModel" and unet.config.cross_attention_dim == 32
+    assert unet.config.down_block_types[-1] == "CrossAttnDownBlock2D" and unet.config.mid_block_type == "UNetMidBlock2DCrossAttn"
+    samples = run.sample(2, prompt=[SHORT, LONG])
+    assert samples.shape[0] == 2 and np.isfinite(np.asarray(samples, dtype=np.float64)).all()

@@ -4,12 +4,14 @@ denoiser on its own schedule (docs/math.md §12).
     PATH/model_index.json, unet/, scheduler/   a pipeline folder (DDPMPipeline, DDIMPipeline)
     PATH/unet/, scheduler/                      or the pair alone
 
-The UNet is a ``UNet2DModel``, unconditional or class-conditional through ``num_class_embeds``; the
-scheduler a ``DDPMScheduler`` or ``DDIMScheduler`` whose betas become a :class:`TabulatedSchedule`. Every
-check reads the JSON configs first, so a refused folder costs no weights. A student is by default the
-teacher's own UNet (backbone ``diffusers-unet``, diffusers_unet.py) started from its weights; an ε-prediction
-teacher's x̂ is clipped to [−1, 1] in CD (teachers.clips_x) and its student predicts v. diffusers is the
-optional extra ``fewstep[diffusers]``, imported only when a folder is read.
+The UNet is a ``UNet2DModel``, unconditional or class-conditional through ``num_class_embeds``, or a
+``UNet2DConditionModel`` conditioned on captions (its ``encoder_hidden_states`` are the run's text encoder's
+token states, the empty caption its null); the scheduler a ``DDPMScheduler`` or ``DDIMScheduler`` whose
+betas become a :class:`TabulatedSchedule`. Every check reads the JSON configs first, so a refused folder
+costs no weights. A student is by default the teacher's own UNet (backbone ``diffusers-unet``,
+diffusers_unet.py) started from its weights; an ε-prediction teacher's x̂ is clipped to [−1, 1] in CD
+(teachers.clips_x) and its student predicts v. diffusers is the optional extra ``fewstep[diffusers]``,
+imported only when a folder is read.
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ from torch import nn
 from ..data import Dataset
 from ..errors import UserError
 from ..param import Clipped, Denoiser, DenoiserLike
+from ..prompts import TextConditioned, prompt_bank
 from ..schedules import TabulatedSchedule
 from .config import TrainConfig
-from .diffusers_unet import DiffusersUNet, class_index, diffusers, has_null, init_args
+from .diffusers_unet import TEXT_UNET, UNET, DiffusersUNet, class_index, diffusers, has_null, init_args, is_text_unet, text_width
 from .teachers import STUDENT_SETTINGS, TEACHER_SOURCES, SourceContext, Teacher, clips_x
 
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x"}   # diffusers' prediction_type → ours
@@ -74,6 +77,11 @@ class DiffusersFolder:
     def num_class_embeds(self) -> int | None:
         return self.unet.get("num_class_embeds")
 
+    @property
+    def text(self) -> bool:
+        """A UNet2DConditionModel: conditioned on captions' token states."""
+        return is_text_unet(self.unet)
+
 
 def read_folder(text: str) -> DiffusersFolder:
     """The folder ``text`` names, its UNet and scheduler configs checked; a one-line error otherwise."""
@@ -102,11 +110,10 @@ def read_folder(text: str) -> DiffusersFolder:
 
 def _check_unet(where: Path, config: dict[str, Any]) -> dict[str, Any]:
     kind = config.get("_class_name")
-    if kind == "UNet2DConditionModel":
-        raise _refuse(where, "UNet2DConditionModel (cross-attention) comes with text conditioning, which fewstep does "
-                             "not support yet; expected a UNet2DModel")
-    if kind != "UNet2DModel":
-        raise _refuse(where, f"unsupported model class {kind!r}; expected a UNet2DModel")
+    if kind not in (UNET, TEXT_UNET):
+        raise _refuse(where, f"unsupported model class {kind!r}; expected a {UNET} or a {TEXT_UNET}")
+    if kind == TEXT_UNET:
+        _check_text_unet(where, config)
     if config.get("time_embedding_type", "positional") != "positional":
         raise _refuse(where, f"time_embedding_type {config['time_embedding_type']!r}; fewstep calls the UNet at "
                              "continuous times, which needs the positional embedding")
@@ -120,6 +127,22 @@ def _check_unet(where: Path, config: dict[str, Any]) -> dict[str, Any]:
     if channels_out != channels_in:
         raise _refuse(where, f"{channels_out} output channels for {channels_in} input channels; expected as many")
     return config
+
+
+def _check_text_unet(where: Path, config: dict[str, Any]) -> None:
+    """A UNet2DConditionModel conditioned on captions alone: fewstep gives it token states and their mask,
+    nothing else (no labels, no pooled or added embeddings, no image inputs)."""
+    if config.get("num_class_embeds") is not None or config.get("class_embed_type") is not None:
+        raise _refuse(where, "a UNet2DConditionModel with class embeddings; fewstep conditions a UNet2DConditionModel on "
+                             "captions alone (class labels need a UNet2DModel with num_class_embeds)")
+    if config.get("addition_embed_type") is not None:
+        raise _refuse(where, f"addition_embed_type {config['addition_embed_type']!r} (SDXL-style added embeddings); "
+                             "fewstep gives the UNet token states and their mask only")
+    if config.get("encoder_hid_dim_type") not in (None, "text_proj"):
+        raise _refuse(where, f"encoder_hid_dim_type {config['encoder_hid_dim_type']!r}; expected none or text_proj "
+                             "(token states of the text encoder)")
+    if config.get("time_cond_proj_dim") is not None:
+        raise _refuse(where, "time_cond_proj_dim (an LCM-style guidance embedding), which fewstep does not fill")
 
 
 def _check_scheduler(where: Path, config: dict[str, Any]) -> tuple[TabulatedSchedule, str]:
@@ -154,7 +177,19 @@ def check_data(folder: DiffusersFolder, dataset: Dataset, null_class: int | None
     if len(shape) != 3 or shape[0] != channels or (sides is not None and shape[1:] != sides):
         wanted = [channels, *(sides or ("H", "W"))]
         raise _refuse(folder.path, f"the UNet takes images of shape {wanted}; the data has examples of shape {list(shape)}")
-    return class_index(folder.num_class_embeds, dataset.num_classes, null_class)
+    if folder.text and dataset.train_captions is None:
+        raise _refuse(folder.path, f"a {TEXT_UNET} reads captions; the data {dataset.name!r} has none (use captioned "
+                                   "data: digits-text, a folder with metadata.jsonl, an .npz with captions)")
+    return None if folder.text else class_index(folder.num_class_embeds, dataset.num_classes, null_class)
+
+
+def check_text(folder: DiffusersFolder, text_encoder: str) -> None:
+    """The text encoder's token states have the width the UNet2DConditionModel reads."""
+    dim = prompt_bank(text_encoder).dim
+    if text_width(folder.unet) != dim:
+        raise UserError(f"the teacher's UNet2DConditionModel reads token states of width {text_width(folder.unet)} "
+                        f"(cross_attention_dim, or encoder_hid_dim when it projects them); the text encoder "
+                        f"{text_encoder!r} gives {dim}", arg="text_encoder")
 
 
 def own_unet(folder: DiffusersFolder, config: TrainConfig) -> bool:
@@ -168,6 +203,17 @@ def check_student(folder: DiffusersFolder, config: TrainConfig, dataset: Dataset
         raise UserError("a student starts from a diffusers teacher's weights only as the teacher's own UNet (model "
                         "diffusers-unet, the default for such a teacher); pass none to train another backbone from scratch", arg="init")
     index = check_data(folder, dataset, config.teacher_null_class)
+    if folder.text != (config.cond == "text"):
+        raise UserError(f"the diffusers teacher is conditioned on captions, so its student must be too; train it with cond text"
+                        if folder.text else "the diffusers teacher reads no captions (a UNet2DModel); train its student with "
+                        "cond none or class", arg="cond")
+    if folder.text:
+        check_text(folder, config.text_encoder)
+        if config.guidance_range is not None and own_unet(folder, config):
+            raise UserError("a w-conditioned student needs fewstep's unet (its embedding of w); the teacher's own "
+                            "UNet2DConditionModel has no input for w: pass --model unet, or distil one student per w",
+                            arg="guidance_range")
+        return None
     null = has_null(index, dataset.num_classes)
     if config.cond == "class" and index is None:
         raise UserError("the diffusers teacher is unconditional, so its student cannot be class-conditional; train it with "
@@ -186,33 +232,40 @@ def check_student(folder: DiffusersFolder, config: TrainConfig, dataset: Dataset
 
 def load_unet(folder: DiffusersFolder) -> nn.Module:
     try:
-        unet = diffusers("teacher").UNet2DModel.from_pretrained(folder.path / "unet", local_files_only=True, use_safetensors=True,
+        unet = getattr(diffusers("teacher"), TEXT_UNET if folder.text else UNET).from_pretrained(folder.path / "unet", local_files_only=True, use_safetensors=True,
                                                                   torch_dtype=torch.float32, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:  # what diffusers raises on missing or damaged weights
         raise _refuse(folder.path / "unet", f"cannot load the UNet's weights ({_first_line(exc)})") from None
     return unet.eval().requires_grad_(False)
 
 
-def _denoiser(folder: DiffusersFolder, dataset: Dataset, index: list[int] | None, device: torch.device | str) -> Denoiser:
-    backbone = DiffusersUNet(load_unet(folder), folder.schedule.steps, index, dataset.num_classes)
+def _denoiser(folder: DiffusersFolder, dataset: Dataset, index: list[int] | None, device: torch.device | str,
+              text_encoder: str) -> Denoiser:
+    backbone: nn.Module = DiffusersUNet(load_unet(folder), folder.schedule.steps, index, dataset.num_classes)
+    if folder.text:  # captions reach it as prompt-bank ids, as a fewstep text run's do (docs/math.md §13)
+        backbone = TextConditioned(backbone, prompt_bank(text_encoder))
     return Denoiser(backbone, folder.schedule, prediction=folder.prediction).to(device)  # type: ignore[arg-type]
 
 
 def diffusers_teacher(path: str | Path, dataset: Dataset, *, null_class: int | None = None, clip_x: bool | None = None,
-                      device: torch.device | str = "cpu") -> DenoiserLike:
+                      text_encoder: str = "minilm", device: torch.device | str = "cpu") -> DenoiserLike:
     """The diffusers folder ``path`` as a frozen denoiser on its tabulated schedule, checked against ``dataset``;
-    ``null_class`` as :func:`class_index` reads it. Its ``cond`` is ``{"class": labels}`` with the data's labels.
+    ``null_class`` as :func:`class_index` reads it. Its ``cond`` is ``{"class": labels}`` with the data's labels,
+    or for a UNet2DConditionModel ``{"caption": ids}`` in ``prompt_bank(text_encoder)`` (``prompt_cond``).
     Its x̂ is clipped to [−1, 1] as a CD teacher's would be (``clip_x`` None: for ε-prediction, :func:`clips_x`),
     so that every sampler samples it as distillation sees it."""
     folder = read_folder(str(path))
-    denoiser = _denoiser(folder, dataset, check_data(folder, dataset, null_class), device)
+    index = check_data(folder, dataset, null_class)
+    if folder.text:
+        check_text(folder, text_encoder)
+    denoiser = _denoiser(folder, dataset, index, device, text_encoder)
     return Clipped(denoiser) if clips_x(clip_x, denoiser, dataset) else denoiser
 
 
 @TEACHER_SOURCES.register("diffusers")
 def _source(arg: str, ctx: SourceContext) -> Teacher:
     folder = read_folder(arg)
-    denoiser = _denoiser(folder, ctx.dataset, check_student(folder, ctx.config, ctx.dataset), ctx.device)
+    denoiser = _denoiser(folder, ctx.dataset, check_student(folder, ctx.config, ctx.dataset), ctx.device, ctx.config.text_encoder)
     weights = None
     if ctx.config.init == "teacher":  # the student is the teacher's own UNet (check_student), so the names match
         weights = {k: v.detach().clone() for k, v in denoiser.backbone.state_dict().items()}
@@ -221,11 +274,11 @@ def _source(arg: str, ctx: SourceContext) -> Teacher:
 
 def _student_settings(arg: str, config: TrainConfig, dataset: Dataset) -> TrainConfig:
     """The student takes the teacher's table as its schedule, and its conditioning from the UNet ("auto":
-    class for a class-conditional UNet, none otherwise). A diffusers-unet student given no UNet config is the
+    text for a UNet2DConditionModel, class for a class-conditional UNet2DModel, none otherwise). A diffusers-unet student given no UNet config is the
     teacher's own class and config (docs/math.md §12); started from its weights, it keeps the teacher's prediction
     type, except that an ε teacher's student predicts v (its x̂ = α z − σ v̂ does not divide by α ≈ 0 at t = 1)."""
     folder = read_folder(arg)
-    cond = config.cond if config.cond != "auto" else "class" if folder.num_class_embeds else "none"
+    cond = config.cond if config.cond != "auto" else "text" if folder.text else "class" if folder.num_class_embeds else "none"
     config = dataclasses.replace(config, schedule=folder.schedule.to_dict(), cond=cond)
     if config.model.name == "diffusers-unet" and not config.model.kwargs:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, kwargs=init_args(folder.unet)))

@@ -1,6 +1,8 @@
 """A diffusers ``UNet2DModel`` as a fewstep backbone F(z_t, t, cond) (docs/math.md §12): the wrapper a
 diffusers teacher is called through, and the registered backbone ``diffusers-unet``, whose weights are a
-``UNet2DModel`` that ``fewstep export`` writes for stock diffusers (export.py).
+``UNet2DModel`` that ``fewstep export`` writes for stock diffusers (export.py). Caption-conditioned, the
+same backbone is a ``UNet2DConditionModel``: the text encoder's token states are its
+``encoder_hidden_states``, their mask its ``encoder_attention_mask`` (docs/math.md §13).
 
 A UNet2DModel knows time only as the index i of a T-step table (t_i = (i + 1)/T), so this backbone needs a
 tabulated schedule: a teacher fewstep trains with it uses :data:`DEFAULT_TABLE` (squaredcos_cap_v2 betas at
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 from ..cond import Cond
 from ..errors import UserError
 from ..models.unet import norm_groups
+from ..prompts import TEXT, TEXT_MASK
 from ..schedules import TabulatedSchedule, describe, schedule_from_dict, table_steps
 from .build import BACKBONES, Conditioning
 from .config import TrainConfig
@@ -24,6 +27,8 @@ from .config import TrainConfig
 # The table a fewstep-trained diffusers-unet teacher uses (docs/math.md §12): squaredcos_cap_v2 is
 # diffusers' cosine, and T = 1024 makes every S = 2^k divide T.
 DEFAULT_TABLE = ("squaredcos_cap_v2", 1024)
+UNET, TEXT_UNET = "UNet2DModel", "UNet2DConditionModel"
+HEAD_DIM = 32  # channels per attention head in a laid-out UNet2DConditionModel, as fewstep's own UNet
 
 
 def diffusers(arg: str = "model") -> Any:
@@ -70,19 +75,38 @@ def has_null(index: list[int] | None, num_classes: int | None) -> bool:
     return index is not None and len(index) > (num_classes or 0)
 
 
+def is_text_unet(config: dict[str, Any]) -> bool:
+    """Whether a UNet config (saved, or without diffusers' bookkeeping) is a UNet2DConditionModel's: only
+    that class has cross-attention."""
+    return config.get("_class_name") == TEXT_UNET or "cross_attention_dim" in config
+
+
+def text_width(config: dict[str, Any]) -> int:
+    """The width of the token states a UNet2DConditionModel reads: ``encoder_hid_dim`` when it projects
+    them (then onto ``cross_attention_dim``), else ``cross_attention_dim`` itself (diffusers' default 1280)."""
+    return int(config.get("encoder_hid_dim") or config.get("cross_attention_dim") or 1280)
+
+
 class DiffusersUNet(nn.Module):
-    """A diffusers ``UNet2DModel`` as a backbone F(z_t, t, cond) (docs/math.md §12). Its timestep is t·T − 1
-    as a float tensor: a Python float would be truncated to an integer index, and a fractional time is a
-    point between two trained ones. Times below t_0 = 1/T get index 0, as the schedule gives them α(t_0).
-    Labels go through ``class_index`` (:func:`class_index`); no label is fewstep's null, K."""
+    """A diffusers ``UNet2DModel`` or ``UNet2DConditionModel`` as a backbone F(z_t, t, cond) (docs/math.md
+    §12). Its timestep is t·T − 1 as a float tensor: a Python float would be truncated to an integer index,
+    and a fractional time is a point between two trained ones. Times below t_0 = 1/T get index 0, as the
+    schedule gives them α(t_0). Labels go through ``class_index`` (:func:`class_index`); no label is fewstep's
+    null, K. A UNet2DConditionModel reads ``cond["text"]`` and its mask (from :class:`TextConditioned`)."""
 
     def __init__(self, unet: nn.Module, steps: int, class_index: list[int] | None = None, num_classes: int | None = None) -> None:
         super().__init__()
         self.unet, self.steps, self.has_null = unet, steps, has_null(class_index, num_classes)
+        self.text = type(unet).__name__ == TEXT_UNET
         self.register_buffer("class_index", None if class_index is None else torch.tensor(class_index), persistent=False)
 
     def forward(self, z_t: Tensor, t: Tensor, cond: Cond | None = None) -> Tensor:
         timestep = (t.double() * self.steps - 1.0).clamp_min(0.0).to(torch.float32)
+        if self.text:
+            if cond is None or TEXT not in cond:
+                raise ValueError("a UNet2DConditionModel needs token states: wrap it in TextConditioned")
+            # diffusers turns the mask into a −10⁴ bias: padding gets no attention weight in float32
+            return self.unet(z_t, timestep, encoder_hidden_states=cond[TEXT], encoder_attention_mask=cond[TEXT_MASK]).sample
         labels = None
         if self.class_index is not None:
             if cond is not None and "class" in cond:
@@ -99,10 +123,11 @@ def init_args(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def unet_config(config: TrainConfig, shape: Sequence[int], num_classes: int | None) -> dict[str, Any]:
+def unet_config(config: TrainConfig, shape: Sequence[int], num_classes: int | None, text_dim: int | None = None) -> dict[str, Any]:
     """A UNet2DModel config from fewstep's model fields, laid out like fewstep's own UNet: ``width`` × ``mults``
     channels, ``blocks`` residual blocks per level, self-attention at sides ≤ ``attn_res``, and K + 1 class
-    embeddings for K classes (the last, K, is the null class)."""
+    embeddings for K classes (the last, K, is the null class). With ``text_dim``, a UNet2DConditionModel's:
+    self- and cross-attention to token states of that width at the same sides and in the middle."""
     m = config.model
     if len(shape) != 3:
         raise UserError(f"diffusers-unet takes images [N, C, H, W]; this data has examples of shape {list(shape)} (use mlp)", arg="model")
@@ -113,6 +138,16 @@ def unet_config(config: TrainConfig, shape: Sequence[int], num_classes: int | No
         raise UserError(f"a UNet2DModel with {len(m.mults)} levels needs image sides that are multiples of {multiple} and at least "
                         f"{2 * multiple}; these are {height}×{width}", arg="model")
     sides = [min(height, width) // 2**level for level in range(len(m.mults))]
+    if text_dim:
+        channels_of = [m.width * k for k in m.mults]
+        return {
+            "sample_size": height if height == width else [height, width], "in_channels": channels, "out_channels": channels,
+            "block_out_channels": channels_of, "layers_per_block": m.blocks,
+            "down_block_types": ["CrossAttnDownBlock2D" if side <= m.attn_res else "DownBlock2D" for side in sides],
+            "up_block_types": ["CrossAttnUpBlock2D" if side <= m.attn_res else "UpBlock2D" for side in reversed(sides)],
+            "mid_block_type": "UNetMidBlock2DCrossAttn", "cross_attention_dim": text_dim, "dropout": m.dropout,
+            "norm_num_groups": norm_groups(m.width), "attention_head_dim": [max(1, c // HEAD_DIM) for c in channels_of],
+        }  # attention_head_dim is, for this class, the number of heads (diffusers keeps the old name)
     return {
         "sample_size": height if height == width else [height, width], "in_channels": channels, "out_channels": channels,
         "block_out_channels": [m.width * k for k in m.mults], "layers_per_block": m.blocks,
@@ -128,9 +163,6 @@ def _build(config: TrainConfig, shape: Sequence[int], c: Conditioning) -> nn.Mod
     """``config.model.kwargs`` is a UNet2DModel config (a diffusers teacher's, for its student), else one is
     laid out from the model fields by :func:`unet_config`."""
     num_classes = c.num_classes
-    if c.text_dim:
-        raise UserError("diffusers-unet is a UNet2DModel, which reads no captions; use --model unet (fewstep's UNet "
-                        "with cross-attention) for text conditioning", arg="model")
     if c.guidance:
         raise UserError("a w-conditioned student needs fewstep's mlp or unet: a UNet2DModel has no input for w (its class "
                         "embedding holds the labels)", arg="guidance_range")
@@ -140,10 +172,17 @@ def _build(config: TrainConfig, shape: Sequence[int], c: Conditioning) -> nn.Mod
         raise UserError(f"diffusers-unet knows time only as the index of a T-step table, and this schedule is "
                         f"{describe(schedule)}; give it a tabulated one (the CLI's default for this model: "
                         f"{DEFAULT_TABLE[0]} at T = {DEFAULT_TABLE[1]}; from Python fewstep.runs.diffusers_unet.table())", arg="model")
-    unet = dict(config.model.kwargs) or unet_config(config, shape, num_classes)
+    unet = dict(config.model.kwargs) or unet_config(config, shape, num_classes, c.text_dim)
+    if is_text_unet(unet) != bool(c.text_dim):
+        raise UserError("a UNet2DConditionModel reads captions, so its run must too (cond text)" if c.text_dim is None else
+                        "a UNet2DModel reads no captions; a caption-conditioned diffusers-unet is a UNet2DConditionModel "
+                        "(its config has a cross_attention_dim)", arg="cond")
+    if c.text_dim and text_width(unet) != c.text_dim:
+        raise UserError(f"the UNet2DConditionModel reads token states of width {text_width(unet)}; the text encoder "
+                        f"{config.text_encoder!r} gives {c.text_dim}", arg="text_encoder")
     embeds = unet.get("num_class_embeds")
     if bool(embeds) != bool(num_classes):
         raise UserError(f"the UNet is {'class-conditional' if embeds else 'unconditional'}, so its student must be too "
                         f"(cond {'class' if embeds else 'none'})", arg="cond")
     index = class_index(embeds, num_classes, config.teacher_null_class)
-    return DiffusersUNet(diffusers().UNet2DModel.from_config(unet), steps, index, num_classes)
+    return DiffusersUNet(getattr(diffusers(), TEXT_UNET if c.text_dim else UNET).from_config(unet), steps, index, num_classes)

@@ -46,6 +46,10 @@ def check_exportable(config: TrainConfig, card: RunCard) -> tuple[int, Tabulated
         raise UserError("a w-conditioned student takes w through fewstep's embedding of w, and a UNet2DModel has no input "
                         "for it (its class embedding holds the labels): sample it with fewstep, or distil one student "
                         "per w (guidance W), which exports", arg="run")
+    if config.cond == "text":
+        raise UserError("a caption-conditioned student samples from its text encoder's token states, which no stock "
+                        "diffusers pipeline computes without fewstep (fewstep's encoders are not diffusers components): "
+                        "sample it with fewstep (fewstep sample --prompt)", arg="run")
     name = config.model.name
     if name != "diffusers-unet":
         what = f"fewstep's own {name}" if name in ("mlp", "unet") else f"the user class {name}"
