@@ -228,7 +228,7 @@ class Bench:
                       f"({speed['mnist_text']['hours_for_preset']:.0f} hours for its {speed['mnist_text']['iters']} iterations)."]
         seconds = {p.name: wall_seconds(p) for p in [self.teacher, *(self.root / n for n in self.students_fields())]
                    if (p / "log.jsonl").is_file()}
-        lines += ["", "Training seconds here (2 threads; the S = 4 student beside the test suite): "
+        lines += ["", "Training seconds here (wall clock; w = 1.5 students at 2 threads, S = 4 beside the test suite; w = 4 students at 1 thread beside the diffusers study): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items() if v) + "."]
         (self.results_dir / "text.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
