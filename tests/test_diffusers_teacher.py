@@ -471,3 +471,33 @@ def test_fewstep_trains_a_caption_conditioned_diffusers_unet(tmp_path, cli):
     assert unet.config.down_block_types[-1] == "CrossAttnDownBlock2D" and unet.config.mid_block_type == "UNetMidBlock2DCrossAttn"
     samples = run.sample(2, prompt=[SHORT, LONG])
     assert samples.shape[0] == 2 and np.isfinite(np.asarray(samples, dtype=np.float64)).all()
+
+
+def test_evaluate_takes_a_diffusers_teachers_training_free_samplers_as_the_baselines(tmp_path, cli, digits):
+    """A student's card names diffusers:PATH: evaluate samples that teacher (clipped as CD saw it) with every
+    training-free sampler at the student's NFE, found from the card or given as --teacher diffusers:PATH."""
+    teacher = save(tmp_path / "teacher", tiny_unet(K + 1), make_scheduler("squaredcos_cap_v2", "epsilon", "ddim"), layout="pair")
+    student = tmp_path / "student"
+    code, _, err = cli("distill", "--teacher", f"diffusers:{teacher}", "--data", "digits", "--out", student, "--student-steps", "2",
+                       "--iters", "2", "--batch", "8", "--eval-samples", "10", "--no-progress")
+    assert code == 0, err
+    from_card = tmp_path / "card.json"
+    code, text, err = cli("evaluate", "--run", student, "-n", "8", "--seeds", "1", "--json", from_card)
+    assert code == 0 and "no training-free baselines" not in err and "training-free samplers" in text, err
+    report = json.loads(from_card.read_text())
+    assert report["protocol"]["baselines_teacher"] == str(teacher)
+    baselines = report["baselines"]
+    assert {b["sampler"] for b in baselines} == {"ddim", "addim", "dpmpp2m", "unipc", "heun"}
+    assert {b["nfe"] for b in baselines if b["sampler"] == "ddim"} == {2, 256} and all(b["training_free"] for b in baselines)
+    # the same teacher, sampled directly: its 256-step DDIM row is the one evaluate reports
+    run = fewstep.load(student, device="cpu")
+    direct = diffusers_teacher(teacher, digits)  # clipped: an ε teacher on squaredcos_cap_v2
+    assert isinstance(direct, Clipped)
+    from fewstep.cli.evaluate_cmd import open_teacher
+
+    as_run = open_teacher(run, Path(f"diffusers:{teacher}"), "cpu", digits)  # --teacher diffusers:PATH
+    assert as_run.workdir == teacher and not as_run.is_student and as_run.nulls() == {"class": K}
+    z = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond = {"class": torch.tensor([0, 1, 2, 3])}
+    t = torch.full((4,), 0.97)
+    assert torch.equal(as_run.denoiser(z, t, cond).x_hat, direct(z, t, cond).x_hat)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from ..metrics.inception import InceptionFID
     from ..runs import Run
 
+DIFFUSERS = "diffusers:"  # a student card's teacher read from a diffusers folder
 NOT_A_FOLDER = ("", "ideal", "python object")  # teachers a student card may name that are no run folder
 
 
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, help="write the rows and the protocol as JSON")
     p.add_argument("--fid-weights", type=Path, help="TorchScript inception-2015-12-05.pt (stylegan2-ada / clean-fid): also report "
                    "standard Inception FID and its noise floor (images only; never downloaded)")
-    p.add_argument("--teacher", type=Path, help="a student's teacher run folder, for the training-free baselines "
+    p.add_argument("--teacher", type=Path, help="a student's teacher (a run folder, or diffusers:PATH), for the training-free baselines "
                    "(default: the one its checkpoint names)")
     p.add_argument("--no-baselines", action="store_true", help="a student: skip its teacher's training-free samplers "
                    "(ddim, addim, dpmpp2m, unipc, heun at the student's NFE and at 256)")
@@ -63,11 +64,11 @@ def run(args: argparse.Namespace) -> None:
         model.guided(w, args.guidance_interval)
     if args.teacher is not None and not model.is_student:
         raise UserError(f"{args.run} is a diffusion teacher; --teacher names a student's teacher", arg="teacher")
-    teacher = None if args.no_baselines else open_teacher(model, args.teacher, args.device)
     try:
         dataset = load_dataset(model.config.data, model.config.data_loader)
     except UserError as exc:
         raise UserError(f"the run's data {model.config.data!r} cannot be loaded for evaluation ({exc})", arg="run") from None
+    teacher = None if args.no_baselines else open_teacher(model, args.teacher, args.device, dataset)
     fid = _fid_metric(args.fid_weights, dataset, model.device) if args.fid_weights is not None else None
     seeds = tuple(range(args.seeds))
     rows = evaluate_run(model, dataset, samplers, steps, n=args.count, seeds=seeds, extra=fid, guidance=guidance,
@@ -89,24 +90,29 @@ def run(args: argparse.Namespace) -> None:
 
 
 def teacher_folder(student: Run) -> Path | None:
-    """The teacher run folder a student's checkpoint names, found from here or from a folder above the
-    student's (the path is relative to where the student was trained); None if it names none or is gone."""
+    """The teacher folder a student's checkpoint names (a run folder, or a diffusers folder after
+    ``diffusers:``), found from here or from a folder above the student's (the path is relative to where the
+    student was trained); None if it names none or is gone."""
     named = student.card.teacher or ""
     if named in NOT_A_FOLDER:
         return None
-    path = Path(named)
+    source, marker = (named[len(DIFFUSERS):], "unet") if named.startswith(DIFFUSERS) else (named, "config.json")
+    path = Path(source)
     candidates = [path] if path.is_absolute() else [path, *(a / path for a in Path(student.workdir).resolve().parents)]
-    return next((c for c in candidates if (c / "config.json").is_file()), None)
+    return next((c for c in candidates if (c / marker).exists()), None)
 
 
-def open_teacher(student: Run, override: Path | None, device: str) -> Run | None:
+def open_teacher(student: Run, override: Path | None, device: str, dataset: Dataset) -> Run | None:
     """A student's teacher for its training-free baselines (None for a teacher run): ``override`` (errors
     name --teacher), else the folder its checkpoint names, skipped with a note when that cannot be opened."""
     from ..runs import Run
+    from ..runs.diffusers_teacher import teacher_run
 
     if not student.is_student:
         return None
     if override is not None:
+        if str(override).startswith(DIFFUSERS):
+            return teacher_run(str(override)[len(DIFFUSERS):], student, dataset)
         teacher = Run(override, device, arg="teacher")
         problem = _mismatch(teacher, student)
         if problem:
@@ -118,6 +124,8 @@ def open_teacher(student: Run, override: Path | None, device: str) -> Run | None
         problem = f"its teacher {named!r} is not a run folder found from here" if named else "it was trained without a teacher"
     else:
         try:
+            if (student.card.teacher or "").startswith(DIFFUSERS):
+                return teacher_run(folder, student, dataset)
             found = Run(folder, device, arg="teacher")
         except UserError as exc:
             problem = f"its teacher {folder}: {exc.detail}"

@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -30,9 +30,13 @@ from ..errors import UserError
 from ..param import Clipped, Denoiser, DenoiserLike
 from ..prompts import TextConditioned, prompt_bank
 from ..schedules import TabulatedSchedule
+from .card import RunCard
 from .config import TrainConfig
 from .diffusers_unet import TEXT_UNET, UNET, DiffusersUNet, class_index, diffusers, has_null, init_args, is_text_unet, text_width
 from .teachers import STUDENT_SETTINGS, TEACHER_SOURCES, SourceContext, Teacher, clips_x
+
+if TYPE_CHECKING:
+    from .run import Run
 
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x"}   # diffusers' prediction_type → ours
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -260,6 +264,22 @@ def diffusers_teacher(path: str | Path, dataset: Dataset, *, null_class: int | N
         check_text(folder, text_encoder)
     denoiser = _denoiser(folder, dataset, index, device, text_encoder)
     return Clipped(denoiser) if clips_x(clip_x, denoiser, dataset) else denoiser
+
+
+def teacher_run(path: str | Path, student: Run, dataset: Dataset) -> Run:
+    """The diffusers teacher at ``path`` as ``student``'s teacher run: sampled as the student saw it in CD (its
+    null class, text encoder and clip), so that its training-free samplers are the student's baselines."""
+    from .run import Run
+
+    folder = read_folder(str(path))
+    config = student.config
+    denoiser = diffusers_teacher(path, dataset, null_class=config.teacher_null_class, clip_x=student.card.teacher_clip,
+                                 text_encoder=config.text_encoder, device=student.device)
+    teacher_config = dataclasses.replace(config, objective="diffusion", teacher="", init="none", guidance=None,
+                                         guidance_range=None, prediction=folder.prediction)
+    card = RunCard(data=student.card.data, data_shape=student.card.data_shape, normaliser=student.card.normaliser,
+                   num_classes=student.card.num_classes, class_names=student.card.class_names)
+    return Run.of(denoiser, teacher_config, card, workdir=folder.path, device=str(student.device))
 
 
 @TEACHER_SOURCES.register("diffusers")

@@ -37,6 +37,17 @@ class Run:
         self.shape = tuple(card.data_shape)
         self.normaliser = card.normaliser
 
+    @classmethod
+    def of(cls, denoiser: DenoiserLike, config: TrainConfig, card: RunCard, *, workdir: Path | str, step: int = 0,
+           device: str = "auto") -> "Run":
+        """A Run around a denoiser that has no run folder (a diffusers teacher, whose training-free samplers
+        are its students' baselines): ``workdir`` names where it came from."""
+        run = cls.__new__(cls)
+        run.workdir, run.device, run.config, run.card, run.step = Path(workdir), resolve_device(device), config, card, step
+        run.denoiser = denoiser  # type: ignore[assignment]
+        run.shape, run.normaliser = tuple(card.data_shape), card.normaliser
+        return run
+
     @property
     def num_classes(self) -> int | None:
         """K for a class-conditional run (its null class is K), else None."""
