@@ -107,27 +107,37 @@ class Bench:
             self.train(name, student_config(base, str(self.teacher), "cd", **fields, **SMOKE.get("student", {})))
 
     def eval(self) -> None:
-        """Students: their own S-step sampler; the teacher's training-free samplers at each student's NFE,
-        guided at each student w (NFE/2 steps) and unguided (NFE steps); then the teacher at 256 and 100 DDIM
-        steps, guided at each student w, then unguided (the costliest rows last: each is cached on its own)."""
+        """Students: their own S-step sampler; then the teacher at 256 DDIM steps guided at each student w (the
+        targets' reference); the teacher's training-free samplers at each student's NFE, guided at each
+        student w (NFE/2 steps) and unguided (NFE steps); then the teacher at 100 steps, then unguided. Each
+        row is cached on its own and the results saved after each, so a stopped study resumes and reports
+        what it has."""
         out = self.results.setdefault("eval", {})
-        students = {}
+        students = out["students"] = {}
         for name, fields in self.students_fields().items():
             run = load(self.root / name, device="cpu")
             students[name] = {"fields": {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
                               "row": self.rows(self.root / name, run.default_sampler, run.default_steps,
                                                W if "guidance_range" in fields else None)}
-        out["students"] = students
-        out["baselines"] = [{**self.rows(self.teacher, sampler, steps, w), "budget": nfe}
-                            for nfe in STUDENT_STEPS for sampler in BASELINE_SAMPLERS
-                            for steps, w in ((nfe, 1.0), *((nfe // 2, w) for w in (W, *EXTRA_W)))]
-        self.save()
-        teacher = []
-        for w in (W, *EXTRA_W, 1.0):
-            for s in reversed(TEACHER_STEPS):
-                teacher.append(self.rows(self.teacher, "ddim", s, w))
-                out["teacher"] = teacher
-                self.save()
+            self.save()
+        teacher, baselines = out["teacher"], out["baselines"] = [], []
+
+        def teacher_row(steps: int, w: float) -> None:
+            teacher.append(self.rows(self.teacher, "ddim", steps, w))
+            self.save()
+
+        for w in (W, *EXTRA_W):
+            teacher_row(TEACHER_STEPS[-1], w)
+        for nfe in STUDENT_STEPS:
+            for sampler in BASELINE_SAMPLERS:
+                for steps, w in ((nfe, 1.0), *((nfe // 2, w) for w in (W, *EXTRA_W))):
+                    baselines.append({**self.rows(self.teacher, sampler, steps, w), "budget": nfe})
+                    self.save()
+        for w in (W, *EXTRA_W):
+            for steps in TEACHER_STEPS[:-1]:
+                teacher_row(steps, w)
+        for steps in reversed(TEACHER_STEPS):
+            teacher_row(steps, 1.0)
 
     def grid(self) -> None:
         """The same prompts and noise through the teacher (100, 256 DDIM steps, guided at W) and the
@@ -188,9 +198,10 @@ class Bench:
     def report(self) -> None:
         """benchmarks/results/text.md from text.json."""
         ev = self.results["eval"]
+        ev.setdefault("teacher", []), ev.setdefault("baselines", [])
         rows = ([("teacher DDIM", r) for r in ev["teacher"]] + [(f"teacher {r['sampler']}", r) for r in ev["baselines"]]
                 + [(name, s["row"]) for name, s in ev["students"].items()])
-        first = next((r for r in ev["teacher"] if r["w"] == 1.0 and r["steps"] == TEACHER_STEPS[-1]), ev["teacher"][0])
+        first = next((r for r in ev["teacher"] if r["w"] == 1.0 and r["steps"] == TEACHER_STEPS[-1]), rows[0][1])
         elements = [e for e in ("digit", "thickness", "slant") if f"fidelity_{e}" in first]
         lines = ["# Text-to-image in miniature: digits-text (benchmarks/text.py)", "",
                  f"{first['n_samples']} samples of the held-out captions in turn × seeds {first['seeds']} (the same noise and "
@@ -198,7 +209,7 @@ class Bench:
                  "fidelity per element, mean ± std over seeds. NFE counts network calls (a guided step is 2).", "",
                  "Reference on real held-out images: " + ", ".join(f"{e} {first[f'fidelity_{e}_reference']:.3f}" for e in elements)
                  + "; chance: " + ", ".join(f"{e} {first[f'fidelity_{e}_chance']:.3f}" for e in elements)
-                 + f"; shuffled-prompt floor (teacher, {first['steps']} steps, w = {first['w']:g}): "
+                 + f"; shuffled-prompt floor ({first['sampler']}, {first['steps']} steps, w = {first['w']:g}): "
                  + ", ".join(f"{e} {first[f'fidelity_{e}_shuffled']:.3f}" for e in elements) + ".", "",
                  "| model | sampler | steps | NFE | w | FD-classifier | floor | " + " | ".join(f"{e} fidelity" for e in elements) + " |",
                  "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(elements)]
