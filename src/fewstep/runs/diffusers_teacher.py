@@ -236,8 +236,9 @@ def check_student(folder: DiffusersFolder, config: TrainConfig, dataset: Dataset
 
 def load_unet(folder: DiffusersFolder) -> nn.Module:
     try:
-        unet = getattr(diffusers("teacher"), TEXT_UNET if folder.text else UNET).from_pretrained(folder.path / "unet", local_files_only=True, use_safetensors=True,
-                                                                  torch_dtype=torch.float32, low_cpu_mem_usage=False)
+        cls = getattr(diffusers("teacher"), TEXT_UNET if folder.text else UNET)
+        unet = cls.from_pretrained(folder.path / "unet", local_files_only=True, use_safetensors=True, torch_dtype=torch.float32,
+                                   low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:  # what diffusers raises on missing or damaged weights
         raise _refuse(folder.path / "unet", f"cannot load the UNet's weights ({_first_line(exc)})") from None
     return unet.eval().requires_grad_(False)

@@ -138,29 +138,22 @@ def unet_config(config: TrainConfig, shape: Sequence[int], num_classes: int | No
         raise UserError(f"a UNet2DModel with {len(m.mults)} levels needs image sides that are multiples of {multiple} and at least "
                         f"{2 * multiple}; these are {height}×{width}", arg="model")
     sides = [min(height, width) // 2**level for level in range(len(m.mults))]
-    if text_dim:
-        channels_of = [m.width * k for k in m.mults]
-        return {
-            "sample_size": height if height == width else [height, width], "in_channels": channels, "out_channels": channels,
-            "block_out_channels": channels_of, "layers_per_block": m.blocks,
-            "down_block_types": ["CrossAttnDownBlock2D" if side <= m.attn_res else "DownBlock2D" for side in sides],
-            "up_block_types": ["CrossAttnUpBlock2D" if side <= m.attn_res else "UpBlock2D" for side in reversed(sides)],
-            "mid_block_type": "UNetMidBlock2DCrossAttn", "cross_attention_dim": text_dim, "dropout": m.dropout,
-            "norm_num_groups": norm_groups(m.width), "attention_head_dim": [max(1, c // HEAD_DIM) for c in channels_of],
-        }  # attention_head_dim is, for this class, the number of heads (diffusers keeps the old name)
-    return {
-        "sample_size": height if height == width else [height, width], "in_channels": channels, "out_channels": channels,
-        "block_out_channels": [m.width * k for k in m.mults], "layers_per_block": m.blocks,
-        "down_block_types": ["AttnDownBlock2D" if side <= m.attn_res else "DownBlock2D" for side in sides],
-        "up_block_types": ["AttnUpBlock2D" if side <= m.attn_res else "UpBlock2D" for side in reversed(sides)],
-        "dropout": m.dropout, "norm_num_groups": norm_groups(m.width), "attention_head_dim": None,
-        "num_class_embeds": num_classes + 1 if num_classes else None,
-    }
+    channels_of = [m.width * k for k in m.mults]
+    common = {"sample_size": height if height == width else [height, width], "in_channels": channels, "out_channels": channels,
+              "block_out_channels": channels_of, "layers_per_block": m.blocks, "dropout": m.dropout,
+              "norm_num_groups": norm_groups(m.width)}
+    attention = "CrossAttn" if text_dim else "Attn"
+    blocks = {"down_block_types": [f"{attention}DownBlock2D" if side <= m.attn_res else "DownBlock2D" for side in sides],
+              "up_block_types": [f"{attention}UpBlock2D" if side <= m.attn_res else "UpBlock2D" for side in reversed(sides)]}
+    if text_dim:  # attention_head_dim is, for this class, the number of heads (diffusers keeps the old name)
+        return {**common, **blocks, "mid_block_type": "UNetMidBlock2DCrossAttn", "cross_attention_dim": text_dim,
+                "attention_head_dim": [max(1, c // HEAD_DIM) for c in channels_of]}
+    return {**common, **blocks, "attention_head_dim": None, "num_class_embeds": num_classes + 1 if num_classes else None}
 
 
 @BACKBONES.register("diffusers-unet")
 def _build(config: TrainConfig, shape: Sequence[int], c: Conditioning) -> nn.Module:
-    """``config.model.kwargs`` is a UNet2DModel config (a diffusers teacher's, for its student), else one is
+    """``config.model.kwargs`` is a UNet2DModel or UNet2DConditionModel config (a diffusers teacher's, for its student), else one is
     laid out from the model fields by :func:`unet_config`."""
     num_classes = c.num_classes
     if c.guidance:
