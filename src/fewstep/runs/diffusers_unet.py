@@ -153,8 +153,8 @@ def unet_config(config: TrainConfig, shape: Sequence[int], num_classes: int | No
 
 @BACKBONES.register("diffusers-unet")
 def _build(config: TrainConfig, shape: Sequence[int], c: Conditioning) -> nn.Module:
-    """``config.model.kwargs`` is a UNet2DModel or UNet2DConditionModel config (a diffusers teacher's, for its student), else one is
-    laid out from the model fields by :func:`unet_config`."""
+    """``config.model.kwargs`` is a UNet2DModel or UNet2DConditionModel config (a diffusers teacher's, for its
+    student), else one is laid out from the model fields by :func:`unet_config`."""
     num_classes = c.num_classes
     if c.guidance:
         raise UserError("a w-conditioned student needs fewstep's mlp or unet: a UNet2DModel has no input for w (its class "
