@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
             datasets.append(load_dataset(model.config.data, model.config.data_loader))
         except UserError as exc:
             raise UserError(f"the data {model.config.data!r} of {path} cannot be loaded for evaluation ({exc})", arg="run") from None
-    teachers = [open_teacher(model, None, args.device) for _, model in runs]  # a note, not an error, for a teacher not found
+    teachers = [open_teacher(model, None, args.device, data) for (_, model), data in zip(runs, datasets)]  # a note, not an error, for a teacher not found
     n, seeds = args.count, tuple(range(args.seeds))
 
     rows: list[list[dict[str, Any]]] = [[] for _ in runs]
