@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from ..metrics.inception import InceptionFID
     from ..runs import Run
 
-DIFFUSERS = "diffusers:"  # a student card's teacher read from a diffusers folder
 NOT_A_FOLDER = ("", "ideal", "python object")  # teachers a student card may name that are no run folder
 
 
@@ -96,8 +95,12 @@ def teacher_folder(student: Run) -> Path | None:
     named = student.card.teacher or ""
     if named in NOT_A_FOLDER:
         return None
-    source, marker = (named[len(DIFFUSERS):], "unet") if named.startswith(DIFFUSERS) else (named, "config.json")
-    path = Path(source)
+    from ..runs.diffusers_teacher import SOURCE
+    from ..runs.teachers import split_source
+
+    source, arg = split_source(named)
+    marker = "unet" if source == SOURCE else "config.json"
+    path = Path(arg)
     candidates = [path] if path.is_absolute() else [path, *(a / path for a in Path(student.workdir).resolve().parents)]
     return next((c for c in candidates if (c / marker).exists()), None)
 
@@ -106,13 +109,15 @@ def open_teacher(student: Run, override: Path | None, device: str, dataset: Data
     """A student's teacher for its training-free baselines (None for a teacher run): ``override`` (errors
     name --teacher), else the folder its checkpoint names, skipped with a note when that cannot be opened."""
     from ..runs import Run
-    from ..runs.diffusers_teacher import teacher_run
+    from ..runs.diffusers_teacher import SOURCE, teacher_run
+    from ..runs.teachers import split_source
 
     if not student.is_student:
         return None
     if override is not None:
-        if str(override).startswith(DIFFUSERS):
-            return teacher_run(str(override)[len(DIFFUSERS):], student, dataset)
+        source, arg = split_source(str(override))
+        if source == SOURCE:
+            return teacher_run(arg, student, dataset)
         teacher = Run(override, device, arg="teacher")
         problem = _mismatch(teacher, student)
         if problem:
@@ -124,7 +129,7 @@ def open_teacher(student: Run, override: Path | None, device: str, dataset: Data
         problem = f"its teacher {named!r} is not a run folder found from here" if named else "it was trained without a teacher"
     else:
         try:
-            if (student.card.teacher or "").startswith(DIFFUSERS):
+            if split_source(student.card.teacher or "")[0] == SOURCE:
                 return teacher_run(folder, student, dataset)
             found = Run(folder, device, arg="teacher")
         except UserError as exc:

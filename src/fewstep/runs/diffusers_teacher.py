@@ -38,6 +38,7 @@ from .teachers import STUDENT_SETTINGS, TEACHER_SOURCES, SourceContext, Teacher,
 if TYPE_CHECKING:
     from .run import Run
 
+SOURCE = "diffusers"  # the teacher source's name: --teacher diffusers:PATH
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x"}   # diffusers' prediction_type → ours
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 SCHEDULERS = ("DDPMScheduler", "DDIMScheduler")
@@ -259,7 +260,11 @@ def diffusers_teacher(path: str | Path, dataset: Dataset, *, null_class: int | N
     or for a UNet2DConditionModel ``{"caption": ids}`` in ``prompt_bank(text_encoder)`` (``prompt_cond``).
     Its x̂ is clipped to [−1, 1] as a CD teacher's would be (``clip_x`` None: for ε-prediction, :func:`clips_x`),
     so that every sampler samples it as distillation sees it."""
-    folder = read_folder(str(path))
+    return _checked_teacher(read_folder(str(path)), dataset, null_class, clip_x, text_encoder, device)
+
+
+def _checked_teacher(folder: DiffusersFolder, dataset: Dataset, null_class: int | None, clip_x: bool | None,
+                     text_encoder: str, device: torch.device | str) -> DenoiserLike:
     index = check_data(folder, dataset, null_class)
     if folder.text:
         check_text(folder, text_encoder)
@@ -274,8 +279,8 @@ def teacher_run(path: str | Path, student: Run, dataset: Dataset) -> Run:
 
     folder = read_folder(str(path))
     config = student.config
-    denoiser = diffusers_teacher(path, dataset, null_class=config.teacher_null_class, clip_x=student.card.teacher_clip,
-                                 text_encoder=config.text_encoder, device=student.device)
+    denoiser = _checked_teacher(folder, dataset, config.teacher_null_class, student.card.teacher_clip, config.text_encoder,
+                                student.device)
     teacher_config = dataclasses.replace(config, objective="diffusion", teacher="", init="none", guidance=None,
                                          guidance_range=None, prediction=folder.prediction)
     card = RunCard(data=student.card.data, data_shape=student.card.data_shape, normaliser=student.card.normaliser,
@@ -283,7 +288,7 @@ def teacher_run(path: str | Path, student: Run, dataset: Dataset) -> Run:
     return Run.of(denoiser, teacher_config, card, workdir=folder.path, device=str(student.device))
 
 
-@TEACHER_SOURCES.register("diffusers")
+@TEACHER_SOURCES.register(SOURCE)
 def _source(arg: str, ctx: SourceContext) -> Teacher:
     folder = read_folder(arg)
     denoiser = _denoiser(folder, ctx.dataset, check_student(folder, ctx.config, ctx.dataset), ctx.device, ctx.config.text_encoder)
@@ -309,4 +314,4 @@ def _student_settings(arg: str, config: TrainConfig, dataset: Dataset) -> TrainC
     return config
 
 
-STUDENT_SETTINGS["diffusers"] = _student_settings
+STUDENT_SETTINGS[SOURCE] = _student_settings
