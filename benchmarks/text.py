@@ -37,6 +37,7 @@ N, SEEDS = 2000, (0, 1, 2, 3, 4)  # the issue's protocol; --samples 500 --seeds 
 W = 1.5                          # the paper's g = 0.5: the grid's w, and of every student by default
 EXTRA_W: tuple[float, ...] = (4.0,)  # fixed-w students at these too (the paper's g = 3 is w = 4; --extra-w)
 TARGETS = {(W, 16): (1.1, 0.03), (W, 8): (1.3, None)}  # (w, S) → FD ratio to the 256-step teacher, fidelity points
+LONGER = (4.0, 16, 4)  # is a student's gap training-limited? (w, S, k): that student again at k × the iterations
 W_RANGE = (1.0, 3.0)
 STUDENT_STEPS = (4, 8, 16)
 TEACHER_STEPS = (100, 256)
@@ -54,8 +55,8 @@ def teacher_config() -> TrainConfig:
 
 
 class Bench:
-    def __init__(self, root: Path, results: Path) -> None:
-        self.root, self.results_dir = root / "text", results
+    def __init__(self, root: Path, results: Path, cached_only: bool = False) -> None:
+        self.root, self.results_dir, self.cached_only = root / "text", results, cached_only
         self.out = results / "text.json"
         self.root.mkdir(parents=True, exist_ok=True)
         self.results: dict[str, Any] = json.loads(self.out.read_text()) if self.out.is_file() else {}
@@ -77,12 +78,16 @@ class Bench:
         print(f"[text] {name}: {status} ({seconds:.0f} s)", flush=True)
         return workdir
 
-    def rows(self, workdir: Path, sampler: str, steps: int, w: float | None) -> dict[str, Any]:
-        """One evaluation row (held-out captions in turn), cached in the run folder by its arguments."""
+    def rows(self, workdir: Path, sampler: str, steps: int, w: float | None) -> dict[str, Any] | None:
+        """One evaluation row (held-out captions in turn), cached in the run folder by its arguments; None
+        when it is not cached and only cached rows are wanted."""
         key = json.dumps([sampler, steps, w, N, list(SEEDS)])
         cache = workdir / f"text-eval-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
         if cache.is_file():
             return json.loads(cache.read_text())
+        if self.cached_only:
+            print(f"[text] {workdir.name} {sampler} {steps} w={w}: not evaluated (--cached-only)", flush=True)
+            return None
         tick = time.perf_counter()
         row = evaluate_run(load(workdir, device="cpu"), self.dataset, [sampler], [steps], n=N, seeds=SEEDS, guidance=[w])[0]
         save_json(cache, row)
@@ -94,6 +99,9 @@ class Bench:
         out: dict[str, dict[str, Any]] = {f"cd-w{w}-S{s}": {"student_steps": s, "guidance": w}
                                           for w in (W, *EXTRA_W) for s in STUDENT_STEPS}
         out["cd-wrange-S8"] = {"student_steps": 8, "guidance_range": W_RANGE}
+        w, s, k = LONGER
+        if w in (W, *EXTRA_W):
+            out[f"cd-w{w}-S{s}-x{k}"] = {"student_steps": s, "guidance": w, "iters": k * max(1, teacher_config().iters // 4)}
         return out
 
     # -- stages ---------------------------------------------------------------------------------------
@@ -104,7 +112,7 @@ class Bench:
     def students(self) -> None:
         base = teacher_config()
         for name, fields in self.students_fields().items():
-            self.train(name, student_config(base, str(self.teacher), "cd", **fields, **SMOKE.get("student", {})))
+            self.train(name, student_config(base, str(self.teacher), "cd", **{**fields, **SMOKE.get("student", {})}))
 
     def eval(self) -> None:
         """Students: their own S-step sampler; then the teacher at 256 DDIM steps guided at each student w (the
@@ -116,23 +124,27 @@ class Bench:
         students = out["students"] = {}
         for name, fields in self.students_fields().items():
             run = load(self.root / name, device="cpu")
-            students[name] = {"fields": {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
-                              "row": self.rows(self.root / name, run.default_sampler, run.default_steps,
-                                               W if "guidance_range" in fields else None)}
-            self.save()
+            row = self.rows(self.root / name, run.default_sampler, run.default_steps, W if "guidance_range" in fields else None)
+            if row is not None:
+                students[name] = {"fields": {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}, "row": row}
+                self.save()
         teacher, baselines = out["teacher"], out["baselines"] = [], []
 
         def teacher_row(steps: int, w: float) -> None:
-            teacher.append(self.rows(self.teacher, "ddim", steps, w))
-            self.save()
+            row = self.rows(self.teacher, "ddim", steps, w)
+            if row is not None:
+                teacher.append(row)
+                self.save()
 
         for w in (W, *EXTRA_W):
             teacher_row(TEACHER_STEPS[-1], w)
         for nfe in STUDENT_STEPS:
             for sampler in BASELINE_SAMPLERS:
                 for steps, w in ((nfe, 1.0), *((nfe // 2, w) for w in (W, *EXTRA_W))):
-                    baselines.append({**self.rows(self.teacher, sampler, steps, w), "budget": nfe})
-                    self.save()
+                    row = self.rows(self.teacher, sampler, steps, w)
+                    if row is not None:
+                        baselines.append({**row, "budget": nfe})
+                        self.save()
         for w in (W, *EXTRA_W):
             for steps in TEACHER_STEPS[:-1]:
                 teacher_row(steps, w)
@@ -239,7 +251,7 @@ class Bench:
                       f"({speed['mnist_text']['hours_for_preset']:.0f} hours for its {speed['mnist_text']['iters']} iterations)."]
         seconds = {p.name: wall_seconds(p) for p in [self.teacher, *(self.root / n for n in self.students_fields())]
                    if (p / "log.jsonl").is_file()}
-        lines += ["", "Training seconds here (wall clock; w = 1.5 students at 2 threads, S = 4 beside the test suite; w = 4 students at 1 thread beside the diffusers study): "
+        lines += ["", "Training seconds here (wall clock; w = 1.5 students at 2 threads, S = 4 beside the test suite; w = 4 students at 1 thread beside the diffusers study; the 4×-iterations student at 1 thread beside two evaluations): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items() if v) + "."]
         (self.results_dir / "text.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
@@ -300,13 +312,15 @@ def main() -> None:
     parser.add_argument("--extra-w", type=float, nargs="*", default=list(EXTRA_W), help="fixed-w students at these w too")
     parser.add_argument("--samples", type=int, default=N, help="samples per seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="sampling seeds")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="eval: take only the rows already evaluated (a partial study's report), compute none")
     args = parser.parse_args()
     EXTRA_W, N, SEEDS = tuple(args.extra_w), args.samples, tuple(args.seeds)
     if args.smoke:
         N, SEEDS, TEACHER_STEPS = 16, (0,), (4, 8)
         SMOKE.update(teacher={"iters": 4, "batch": 8, "eval_samples": 8, "eval_steps": 4, "model": dataclasses.replace(
             preset_for(DATA, "images").model, width=8)}, student={"iters": 2, "batch": 8, "eval_samples": 8}, n=16)
-    bench = Bench(args.runs, args.results)
+    bench = Bench(args.runs, args.results, cached_only=args.cached_only)
     for stage in args.stages:
         getattr(bench, "teacher_stage" if stage == "teacher" else stage)()
 
