@@ -13,9 +13,11 @@ the shape is ambiguous and we refuse rather than guess.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,10 +28,16 @@ CHANNELS = (1, 3, 4)
 REAL_KINDS = "biuf"     # numpy dtype kinds of data fewstep reads: bool, signed, unsigned, float
 
 
+def _load(path: Path) -> Any:
+    """np.load from the file's bytes in memory: given a path, numpy leaves the file open when a damaged .npz
+    fails to parse (an "unclosed file" warning after the error)."""
+    return np.load(io.BytesIO(Path(path).read_bytes()), allow_pickle=False)
+
+
 def read_array(path: Path) -> np.ndarray:
     """The single array in a .npy, or in a .npz (its only array, or the one named ``x``/``data``/``samples``)."""
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = _load(path)
     except Exception as exc:  # numpy raises many kinds for a bad file
         raise UserError(f"cannot read {path} as a NumPy array ({type(exc).__name__}: {exc})", arg="data") from None
     if isinstance(loaded, np.ndarray):
@@ -53,7 +61,7 @@ def read_array(path: Path) -> np.ndarray:
 def read_labels(path: Path, n: int) -> np.ndarray | None:
     """The ``labels`` array of an .npz, if it has one: integers 0…K−1, one per example, every class with at
     least one example (K = max + 1); None without one."""
-    loaded = np.load(path, allow_pickle=False)  # read_array opened it already: it loads
+    loaded = _load(path)  # read_array opened it already: it loads
     if isinstance(loaded, np.ndarray):  # an .npy under an .npz name holds one array, no labels
         return None
     with loaded:
@@ -79,7 +87,7 @@ def read_labels(path: Path, n: int) -> np.ndarray | None:
 def read_captions(path: Path, n: int) -> tuple[str, ...] | None:
     """The ``captions`` array of an .npz, if it has one: unicode strings (dtype kind 'U'), one per
     example; None without one. Object arrays would need pickle, which fewstep never loads."""
-    loaded = np.load(path, allow_pickle=False)
+    loaded = _load(path)
     if isinstance(loaded, np.ndarray):
         return None
     with loaded:
