@@ -17,7 +17,6 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -28,16 +27,11 @@ CHANNELS = (1, 3, 4)
 REAL_KINDS = "biuf"     # numpy dtype kinds of data fewstep reads: bool, signed, unsigned, float
 
 
-def _load(path: Path) -> Any:
-    """np.load from the file's bytes in memory: given a path, numpy leaves the file open when a damaged .npz
-    fails to parse (an "unclosed file" warning after the error)."""
-    return np.load(io.BytesIO(Path(path).read_bytes()), allow_pickle=False)
-
-
 def read_array(path: Path) -> np.ndarray:
     """The single array in a .npy, or in a .npz (its only array, or the one named ``x``/``data``/``samples``)."""
     try:
-        loaded = _load(path)
+        # From the bytes in memory: given a path, numpy leaves the file open when a damaged .npz fails to parse.
+        loaded = np.load(io.BytesIO(Path(path).read_bytes()), allow_pickle=False)
     except Exception as exc:  # numpy raises many kinds for a bad file
         raise UserError(f"cannot read {path} as a NumPy array ({type(exc).__name__}: {exc})", arg="data") from None
     if isinstance(loaded, np.ndarray):
@@ -61,7 +55,7 @@ def read_array(path: Path) -> np.ndarray:
 def read_labels(path: Path, n: int) -> np.ndarray | None:
     """The ``labels`` array of an .npz, if it has one: integers 0…K−1, one per example, every class with at
     least one example (K = max + 1); None without one."""
-    loaded = _load(path)  # read_array opened it already: it loads
+    loaded = np.load(path, allow_pickle=False)  # read_array opened it already: it loads
     if isinstance(loaded, np.ndarray):  # an .npy under an .npz name holds one array, no labels
         return None
     with loaded:
@@ -87,7 +81,7 @@ def read_labels(path: Path, n: int) -> np.ndarray | None:
 def read_captions(path: Path, n: int) -> tuple[str, ...] | None:
     """The ``captions`` array of an .npz, if it has one: unicode strings (dtype kind 'U'), one per
     example; None without one. Object arrays would need pickle, which fewstep never loads."""
-    loaded = _load(path)
+    loaded = np.load(path, allow_pickle=False)
     if isinstance(loaded, np.ndarray):
         return None
     with loaded:
